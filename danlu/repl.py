@@ -1,0 +1,188 @@
+"""The interactive chat loop behind `danlu chat`: slash commands, ChatRWKV's + commands, streaming output.
+
+Every finished message goes to SQLite as it happens, so a killed process loses no completed turn.
+Ctrl-C stops the current reply (what was said is kept) without leaving the chat.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Callable, Iterator
+
+from rich.console import Console
+
+from danlu.backends.base import Chunk
+from danlu.chat import Message
+from danlu.errors import DanluError
+from danlu.i18n import t
+from danlu.loader import Loaded
+from danlu.sessions import SessionStore
+
+SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float,
+            "max_tokens": int, "presence_penalty": float, "frequency_penalty": float, "seed": int}
+
+def help_text() -> str:
+    """The command list in the interface language (chosen at run time, not import time)."""
+    return t(
+    "命令：/system 文本 设置系统提示 · /reset 新对话 · /retry 重新生成 · /set 参数 值 · /save 名称 · /load 名称 · "
+    "/history 历史 · /help 帮助 · /bye 退出；ChatRWKV 命令：+gen 文本（自由续写）· +qa 问题（无历史问答）· +reset · ++ 重试。"
+    "生成中按 Ctrl-C 停止。",
+    "Commands: /system TEXT · /reset · /retry · /set KEY VALUE · /save NAME · /load NAME · /history · /help · /bye; "
+    "ChatRWKV: +gen TEXT (free generation) · +qa Q (question without history) · +reset · ++ (retry). "
+    "Ctrl-C stops a reply.",
+    )
+
+
+class ChatREPL:
+    """One user, one model, one session at a time."""
+
+    def __init__(self, loaded: Loaded, sessions: SessionStore, console: Console | None = None,
+                 read: Callable[[str], str] = input, model_id: str = ""):
+        self.loaded, self.sessions = loaded, sessions
+        self.console = console or Console()
+        self.read = read
+        self.model_id = model_id or loaded.resolved.label
+        self.session_id = sessions.create(self.model_id)
+        self.conv = loaded.conversation(on_message=self._persist)
+
+    def _persist(self, message: Message) -> None:
+        self.sessions.add_message(self.session_id, message.role, message.content)
+
+    # --- loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.console.print(t(f"[bold]丹炉[/] · {self.model_id} · 输入 /help 查看命令", f"[bold]danlu[/] · {self.model_id} · /help for commands"))
+        while True:
+            try:
+                line = self.read(t("你> ", "you> "))
+            except (EOFError, KeyboardInterrupt):
+                self.console.print()
+                return
+            if self.handle(line.strip()) == "bye":
+                return
+
+    def handle(self, line: str) -> str | None:
+        """Run one input line; returns "bye" to leave."""
+        if not line:
+            return None
+        try:
+            return self._dispatch(line)
+        except DanluError as exc:
+            self.console.print(f"[red]{exc}[/]")
+            return None
+
+    def _dispatch(self, line: str) -> str | None:
+        head, _, rest = line.partition(" ")
+        command = COMMANDS.get(head)
+        if command:
+            return command(self, rest.strip())
+        if head.startswith("/"):
+            self.console.print(t(f"未知命令 {head}。", f"Unknown command {head}.") + " " + help_text())
+            return None
+        self.stream(self.conv.send(line))
+        return None
+
+    # --- output -----------------------------------------------------------------------------
+    def stream(self, chunks: Iterator[Chunk]) -> Chunk | None:
+        """Print chunks as they come; Ctrl-C closes the generator (the reply so far is kept)."""
+        last = None
+        sys.stdout.write(t("助手> ", "assistant> "))
+        try:
+            for chunk in chunks:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+                last = chunk
+        except KeyboardInterrupt:
+            getattr(chunks, "close", lambda: None)()
+            sys.stdout.write(t(" [已停止]", " [stopped]"))
+        sys.stdout.write("\n")
+        self._notice_dropped()
+        return last
+
+    def _notice_dropped(self) -> None:
+        prompt = self.conv.last_prompt
+        if prompt and prompt.dropped:
+            n = len(prompt.dropped)
+            self.console.print(t(f"[yellow]上下文已满：丢弃了最早的 {n} 条消息（系统提示保留）。[/]",
+                                 f"[yellow]Context full: dropped the {n} oldest messages (system prompt kept).[/]"))
+            prompt.dropped.clear()
+
+    # --- commands ---------------------------------------------------------------------------
+    def cmd_bye(self, _: str) -> str:
+        return "bye"
+
+    def cmd_help(self, _: str) -> None:
+        self.console.print(help_text())
+
+    def cmd_system(self, text: str) -> None:
+        self.conv.system = text or None
+        self.sessions.add_message(self.session_id, "system", text)
+        self.console.print(t("系统提示已设置。", "System prompt set."))
+
+    def cmd_reset(self, _: str) -> None:
+        self.conv.reset()
+        self.session_id = self.sessions.create(self.model_id)
+        self.console.print(t("已开始新对话。", "New conversation."))
+
+    def cmd_retry(self, _: str) -> None:
+        self.stream(self.conv.retry())
+        self.sessions.replace_messages(self.session_id, self._transcript())
+
+    def _transcript(self) -> list[tuple[str, str]]:
+        system = [("system", self.conv.system)] if self.conv.system else []
+        return system + [(m.role, m.content) for m in self.conv.history]
+
+    def cmd_set(self, rest: str) -> None:
+        key, _, value = rest.partition(" ")
+        if key not in SETTABLE or not value:
+            self.console.print(t(f"用法：/set 参数 值；参数可为 {', '.join(SETTABLE)}", f"usage: /set KEY VALUE; KEY in {', '.join(SETTABLE)}"))
+            return
+        try:
+            setattr(self.conv.params, key, SETTABLE[key](value))
+        except ValueError:
+            self.console.print(t(f"{key} 需要一个数字，收到 {value!r}", f"{key} needs a number, got {value!r}"))
+            return
+        self.console.print(f"{key} = {getattr(self.conv.params, key)}")
+
+    def cmd_save(self, name: str) -> None:
+        if not name:
+            self.console.print(t("用法：/save 名称", "usage: /save NAME"))
+            return
+        self.sessions.name(self.session_id, name)
+        self.console.print(t(f"已保存为 {name}。", f"Saved as {name}."))
+
+    def cmd_load(self, name: str) -> None:
+        info = self.sessions.find(name)
+        if info.model != self.model_id:
+            self.console.print(t(f"[yellow]注意：该会话原用模型 {info.model}。[/]", f"[yellow]Note: this session used {info.model}.[/]"))
+        self.session_id = info.id
+        self.conv.load([Message(r, c) for r, c in self.sessions.messages(info.id)])
+        self.console.print(t(f"已载入 {name}（{len(self.conv.history)} 条消息）。", f"Loaded {name} ({len(self.conv.history)} messages)."))
+
+    def cmd_history(self, _: str) -> None:
+        if self.conv.system:
+            self.console.print(f"[dim]system:[/] {self.conv.system}", markup=True)
+        for m in self.conv.history:
+            self.console.print(f"[bold]{m.role}:[/] ", end="")
+            self.console.print(m.content, markup=False, highlight=False)
+
+    # ChatRWKV's commands
+    def cmd_gen(self, text: str) -> None:
+        """+gen: free generation from "\\n" + text, outside the conversation."""
+        engine = self.loaded.engine
+        ids = engine.tokenize("\n" + text, add_bos=engine.bos_token_id() is not None)
+        self.stream(engine.generate(ids, replace(self.conv.params, stop=[])))
+
+    def cmd_qa(self, question: str) -> None:
+        """+qa: a question answered without the chat history."""
+        single = self.loaded.conversation(self.conv.params, self.conv.system)
+        self.stream(single.send(question))
+
+
+COMMANDS: dict[str, Callable[[ChatREPL, str], str | None]] = {
+    "/bye": ChatREPL.cmd_bye, "/exit": ChatREPL.cmd_bye, "/quit": ChatREPL.cmd_bye,
+    "/help": ChatREPL.cmd_help, "/system": ChatREPL.cmd_system, "/reset": ChatREPL.cmd_reset,
+    "/retry": ChatREPL.cmd_retry, "/set": ChatREPL.cmd_set, "/save": ChatREPL.cmd_save,
+    "/load": ChatREPL.cmd_load, "/history": ChatREPL.cmd_history,
+    "+gen": ChatREPL.cmd_gen, "+qa": ChatREPL.cmd_qa, "+reset": ChatREPL.cmd_reset, "++": ChatREPL.cmd_retry,
+}

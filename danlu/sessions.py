@@ -1,0 +1,143 @@
+"""SQLite persistence (WAL) for chat sessions, messages, arena votes and evaluation results.
+
+Each finished message is committed on its own, so a killed process loses no completed turn.
+Migrations are named, append-only functions (as in simonw/llm's migrations.py): a database
+records which ones ran, and a new one is added at the end, never edited.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from danlu.errors import DanluError
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+
+
+def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_sessions(db: sqlite3.Connection) -> None:
+    db.execute(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, name TEXT UNIQUE, model TEXT NOT NULL,"
+        " params TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL"
+        " REFERENCES sessions(id) ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL,"
+        " created REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX messages_session ON messages(session_id, id)")
+
+
+@migration
+def m002_session_state(db: sqlite3.Connection) -> None:
+    """Recurrent state (RWKV) or other backend state saved with a session."""
+    db.execute("ALTER TABLE sessions ADD COLUMN state BLOB")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    name: str | None
+    model: str
+    updated: float
+    n_messages: int
+
+
+class SessionStore:
+    """Sessions and messages in one SQLite file; safe to open from several processes."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for fn in MIGRATIONS:
+            if fn.__name__ not in done:
+                with self.db:
+                    fn(self.db)
+                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+
+    def create(self, model: str, params: dict | None = None) -> str:
+        sid = uuid.uuid4().hex[:12]
+        now = time.time()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO sessions (id, model, params, created, updated) VALUES (?, ?, ?, ?, ?)",
+                (sid, model, json.dumps(params or {}), now, now),
+            )
+        return sid
+
+    def add_message(self, session_id: str, role: str, content: str) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute(
+                "INSERT INTO messages (session_id, role, content, created) VALUES (?, ?, ?, ?)",
+                (session_id, role, content, now),
+            )
+            self.db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+
+    def messages(self, session_id: str) -> list[tuple[str, str]]:
+        rows = self.db.execute("SELECT role, content FROM messages WHERE session_id = ? ORDER BY id", (session_id,))
+        return [(r, c) for r, c in rows]
+
+    def replace_messages(self, session_id: str, messages: list[tuple[str, str]]) -> None:
+        """Rewrite a session's history (after /retry, truncation or /reset) in one transaction."""
+        now = time.time()
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            self.db.executemany(
+                "INSERT INTO messages (session_id, role, content, created) VALUES (?, ?, ?, ?)",
+                [(session_id, r, c, now) for r, c in messages],
+            )
+
+    def name(self, session_id: str, name: str) -> None:
+        """Give a session a name; a name already taken by another session moves to this one."""
+        with self.db:
+            self.db.execute("UPDATE sessions SET name = NULL WHERE name = ?", (name,))
+            self.db.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
+
+    def find(self, name_or_id: str) -> SessionInfo:
+        row = self.db.execute(
+            "SELECT id FROM sessions WHERE name = ? OR id = ?", (name_or_id, name_or_id)
+        ).fetchone()
+        if row is None:
+            raise DanluError(f"没有名为 {name_or_id!r} 的会话 / no session named {name_or_id!r}: see `danlu sessions`")
+        return self._info(row[0])
+
+    def _info(self, sid: str) -> SessionInfo:
+        row = self.db.execute(
+            "SELECT s.id, s.name, s.model, s.updated, COUNT(m.id) FROM sessions s "
+            "LEFT JOIN messages m ON m.session_id = s.id WHERE s.id = ? GROUP BY s.id", (sid,)
+        ).fetchone()
+        return SessionInfo(*row)
+
+    def list(self, limit: int = 50) -> list[SessionInfo]:
+        ids = self.db.execute("SELECT id FROM sessions ORDER BY updated DESC LIMIT ?", (limit,))
+        return [self._info(r[0]) for r in ids.fetchall()]
+
+    def save_state(self, session_id: str, state: bytes | None) -> None:
+        with self.db:
+            self.db.execute("UPDATE sessions SET state = ? WHERE id = ?", (state, session_id))
+
+    def load_state(self, session_id: str) -> bytes | None:
+        row = self.db.execute("SELECT state FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,61 @@
+"""What the CLI shows: rows and text built from catalog, store and loader, kept out of cli.py."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from danlu import catalog
+from danlu.catalog.schema import ModelSpec
+from danlu.config import Settings
+from danlu.i18n import t
+from danlu.loader import Loaded, availability, load
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def model_rows(settings: Settings) -> list[dict]:
+    """One row per catalog model: the facts a user picks by, and whether it can run now."""
+    rows = []
+    for spec in catalog.all_models():
+        variant = spec.variant()
+        ok, why = availability(spec, settings)
+        rows.append({
+            "id": spec.id, "name": spec.name, "family": spec.family, "backend": spec.backend_for(variant),
+            "params_b": spec.params_b, "context_length": spec.context_length, "variant": variant.name,
+            "size_bytes": variant.size_bytes, "prompt_format": spec.prompt_format,
+            "trust_remote_code": spec.trust_remote_code, "runnable": ok, "status": why,
+        })
+    return rows
+
+
+def describe(spec: ModelSpec) -> str:
+    """A readable summary of one catalog entry."""
+    lines = [f"[bold]{spec.name}[/] ({spec.id})", f"{t('家族', 'family')}: {spec.family} · {spec.architecture} · {spec.params_b}B · ctx {spec.context_length} · vocab {spec.vocab_size}",
+             f"{t('后端', 'backend')}: {spec.backend} · {t('格式', 'format')}: {spec.prompt_format} · {t('许可', 'license')}: {spec.license}"]
+    if spec.trust_remote_code:
+        lines.append(t(f"需要远程代码（--trust-remote-code，写于 transformers {spec.remote_code_transformers}）",
+                       f"needs remote code (--trust-remote-code, written for transformers {spec.remote_code_transformers})"))
+    lines += [f"  · {v.name}: {v.format}, {v.bits_per_weight} bpw, {human_bytes(v.size_bytes)}{' (est)' if v.size_estimated else ''}" for v in spec.variants]
+    lines += [f"  C-Eval/CMMLU {s.benchmark} {s.score} ({s.protocol}; {s.source})" for s in spec.scores]
+    lines += [f"  [{t('笔记', 'write-up')} {n.seed}] {n.note}" for n in spec.seed_notes]
+    if spec.unsupported:
+        lines.append(f"[yellow]{spec.unsupported}[/]")
+    return "\n".join(lines)
+
+
+def installed_row(m) -> dict:
+    return {"id": m.id, "variant": m.variant, "path": str(m.path), "size_bytes": m.size}
+
+
+def load_with_status(console: Console, ref: str, **kwargs) -> Loaded:
+    """Load a model behind a spinner (loading a large GGUF takes seconds to minutes)."""
+    with console.status(t(f"正在加载 {ref} …", f"Loading {ref} …")):
+        return load(ref, **kwargs)

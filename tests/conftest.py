@@ -1,0 +1,63 @@
+"""Shared fixtures: every test gets its own DANLU_HOME; real weights come from the user's store.
+
+Tests never reach the network. Tests that need real weights carry `@pytest.mark.weights` and skip
+(with the command that fixes it) when `make models` has not pulled them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The store `make models` pulled into, read before any test changes DANLU_HOME.
+REAL_HOME = Path(os.environ.get("DANLU_HOME", Path.home() / ".danlu"))
+GEMMA = Path(os.environ.get("DANLU_TEST_GEMMA", REAL_HOME / "models/gemma-3-270m/q4_k_m/gemma-3-270m-q4_k_m.gguf"))
+QWEN = Path(os.environ.get("DANLU_TEST_QWEN", REAL_HOME / "models/qwen2.5-coder-1.5b-instruct/q4_k_m/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"))
+
+
+@pytest.fixture(autouse=True)
+def danlu_home(tmp_path_factory, monkeypatch) -> Path:
+    """An empty DANLU_HOME per test, like simonw/llm's user-dir fixture."""
+    home = tmp_path_factory.mktemp("danlu-home")
+    monkeypatch.setenv("DANLU_HOME", str(home))
+    monkeypatch.setenv("DANLU_LANG", "zh")
+    return home
+
+
+def _need(path: Path, model_id: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{model_id} not pulled: run `make models` (or `danlu pull {model_id}`)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return _need(GEMMA, "gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def qwen_path() -> Path:
+    return _need(QWEN, "qwen2.5-coder-1.5b-instruct")
+
+
+@pytest.fixture
+def home_with_models(danlu_home: Path) -> Path:
+    """A fresh DANLU_HOME whose store links to the real pulled models (read-only use)."""
+    models = REAL_HOME / "models"
+    if not models.exists():
+        pytest.skip("no pulled models: run `make models`")
+    (danlu_home / "models").symlink_to(models, target_is_directory=True)
+    return danlu_home
+
+
+@pytest.fixture(scope="session")
+def gemma_engine(gemma_path):
+    """One loaded gemma-3-270m shared by the tests that only read from it."""
+    from danlu.backends.base import LoadPlan
+    from danlu.backends.llamacpp import load
+
+    engine = load(None, None, LoadPlan(gemma_path, n_ctx=2048, n_threads=2))
+    yield engine
+    engine.close()
