@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from danlu import catalog, i18n, views
@@ -32,7 +33,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DanluError as exc:
-            err.print(f"[red]✗[/] {exc}", markup=True, highlight=False)
+            err.print(f"[red]✗[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)  # never break a command mid-line
             raise typer.Exit(1)
     return wrapper
 
