@@ -1,0 +1,142 @@
+"""The vocabulary of prompt formats: segments, the format record, and the registry of named formats.
+
+A prompt format turns chat messages into a list of `Segment`s. Each segment says whether its text is
+template markup (tokenized with special tokens on, so "<|im_start|>" becomes one control token) or
+message content (tokenized as plain text, so a user who types "<|im_end|>" cannot end their own turn).
+Everything downstream (chat, server, arena, eval) tokenizes segment by segment and never re-parses a
+flat prompt string.
+
+Named formats register themselves with `@register_format(name, ...)`, the way llama-cpp-python's
+`@register_chat_format` does; the catalog refers to them by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from danlu.errors import DanluError
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of a rendered prompt: markup (`control=True`) or message content (`control=False`)."""
+
+    text: str
+    control: bool
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How one family of models wants its conversation written down.
+
+    `render(messages, add_generation_prompt)` returns the prompt as segments. `postprocess` undoes any
+    escaping the format applies to content, on the model's reply. `max_history_messages` is the number
+    of newest non-system messages the model's reference code keeps (the render applies it too, so the
+    caller can compare and say what was dropped). `includes_bos` is True when the rendering itself
+    starts with the BOS token text, so the tokenizer must not add a second one.
+    """
+
+    name: str
+    render: Callable[[list[dict], bool], list[Segment]]
+    stop_strings: tuple[str, ...] = ()
+    postprocess: Callable[[str], str] = field(default=_identity)
+    supports_system: bool = True
+    max_history_messages: int | None = None
+    includes_bos: bool = False
+
+
+_REGISTRY: dict[str, ChatFormat] = {}
+
+
+def register_format(name: str, **attrs) -> Callable:
+    """Decorator: register `render` under `name` as a ChatFormat with the given attributes."""
+
+    def decorator(render: Callable[[list[dict], bool], list[Segment]]):
+        if name in _REGISTRY:
+            raise ValueError(f"prompt format {name!r} is registered twice")
+        _REGISTRY[name] = ChatFormat(name=name, render=render, **attrs)
+        return render
+
+    return decorator
+
+
+def get_format(name: str) -> ChatFormat:
+    """The registered format called `name`; an unknown name is a user error that lists the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(format_names())
+        raise DanluError(
+            f"未知的对话格式 '{name}'，可用的有：{known} / unknown prompt format '{name}'; known: {known}"
+        ) from None
+
+
+def format_names() -> list[str]:
+    """Names of all registered formats, sorted."""
+    return sorted(_REGISTRY)
+
+
+def to_text(segments: Iterable[Segment]) -> str:
+    """The prompt as one string (for display, logging and comparison with reference renderings)."""
+    return "".join(segment.text for segment in segments)
+
+
+def markup(text: str) -> Segment:
+    """Template text: tokenized with special tokens recognised."""
+    return Segment(text, True)
+
+
+def plain(text: str) -> Segment:
+    """Message content: tokenized as plain text only."""
+    return Segment(text, False)
+
+
+def tidy(segments: Iterable[Segment]) -> list[Segment]:
+    """Drop empty segments and merge neighbours of the same kind, so renderings compare cleanly."""
+    result: list[Segment] = []
+    for segment in segments:
+        if not segment.text:
+            continue
+        if result and result[-1].control == segment.control:
+            result[-1] = Segment(result[-1].text + segment.text, segment.control)
+        else:
+            result.append(segment)
+    return result
+
+
+def checked_messages(messages: list[dict]) -> list[dict]:
+    """The messages with their roles checked and missing content read as ""; bad roles are user errors."""
+    checked = []
+    for message in messages:
+        role = message.get("role")
+        if role not in ROLES:
+            raise DanluError(
+                f"不支持的消息角色 {role!r}（只支持 system/user/assistant） / "
+                f"unsupported message role {role!r} (only system/user/assistant)"
+            )
+        checked.append({"role": role, "content": message.get("content") or ""})
+    return checked
+
+
+def without_system(messages: list[dict]) -> list[dict]:
+    """The dialogue turns only, for formats whose models have no notion of a system prompt."""
+    return [m for m in checked_messages(messages) if m["role"] != "system"]
+
+
+def newest(messages: list[dict], limit: int | None) -> list[dict]:
+    """The last `limit` messages (all of them when `limit` is None), as reference chat loops keep them."""
+    return messages if limit is None else messages[-limit:]
+
+
+def first_system(messages: list[dict]) -> str | None:
+    """The content of a leading system message, or None when the conversation has none."""
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"]
+    return None
