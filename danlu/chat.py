@@ -68,11 +68,21 @@ class Conversation:
 
     def build_prompt(self) -> Prompt:
         """Render the history; drop the oldest turns while it does not leave room for a reply."""
+        limited = self._format_limit()
         room = self.engine.n_ctx - self.reserve()
         ids = self.render()
         if len(ids) <= room:
-            return Prompt(ids)
-        return self._truncated(int(room * TRUNCATE_TO), room)
+            return Prompt(ids, limited)
+        prompt = self._truncated(int(room * TRUNCATE_TO), room)
+        return Prompt(prompt.ids, limited + prompt.dropped)
+
+    def _format_limit(self) -> list[Message]:
+        """Some models' reference code keeps only the last N utterances (gpt2-dialogbot 3, EVA2 8)."""
+        limit = self.fmt.max_history_messages
+        if not limit or len(self.history) <= limit:
+            return []
+        dropped, self.history = self.history[:-limit], self.history[-limit:]
+        return dropped
 
     def reserve(self) -> int:
         return min(self.params.max_tokens, self.engine.n_ctx // 2)

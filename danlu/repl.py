@@ -117,6 +117,10 @@ class ChatREPL:
     def cmd_system(self, text: str) -> None:
         self.conv.system = text or None
         self.sessions.add_message(self.session_id, "system", text)
+        if not self.conv.fmt.supports_system:
+            self.console.print(t(f"[yellow]注意：{self.conv.fmt.name} 格式没有系统提示，这段文字不会发给模型。[/]",
+                                 f"[yellow]Note: the {self.conv.fmt.name} format has no system prompt; it will not reach the model.[/]"))
+            return
         self.console.print(t("系统提示已设置。", "System prompt set."))
 
     def cmd_reset(self, _: str) -> None:

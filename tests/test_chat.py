@@ -113,3 +113,11 @@ class _Recorder:
     def generate(self, ids, params):
         self._seen.append(params)
         return self._engine.generate(ids, params)
+
+
+def test_a_format_that_keeps_three_utterances_says_what_it_dropped(gemma_engine):
+    conv = Conversation(gemma_engine, get_format("gpt2-dialogbot"), replace(GREEDY, max_tokens=2))
+    conv.history += [Message("user", "一"), Message("assistant", "二"), Message("user", "三"), Message("assistant", "四")]
+    list(conv.send("五"))
+    assert [m.content for m in conv.last_prompt.dropped] == ["一", "二"]
+    assert [m.content for m in conv.history[:3]] == ["三", "四", "五"]
