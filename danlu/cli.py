@@ -52,8 +52,10 @@ def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     table = Table(title=t("模型目录", "Model catalog"))
-    for col in (t("模型", "model"), t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size"), t("状态", "status")):
-        table.add_column(col)
+    table.add_column(t("模型", "model"), no_wrap=True)
+    for col in (t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size")):
+        table.add_column(col, no_wrap=True)
+    table.add_column(t("状态", "status"), ratio=1)
     for r in rows:
         table.add_row(r["id"], r["backend"], f"{r['params_b']}B", r["variant"], views.human_bytes(r["size_bytes"]), r["status"])
     console.print(table)
@@ -77,8 +79,7 @@ def pull_cmd(model_id: str, source: Optional[str] = typer.Option(None, "--source
     """下载模型权重并校验 / download and verify a model's weights."""
     from danlu.sources import pull
 
-    path = pull(catalog.get(model_id), variant, source)
-    console.print(t(f"[green]✓[/] {model_id} 已就绪：{path}", f"[green]✓[/] {model_id} ready: {path}"), highlight=False)
+    pull(catalog.get(model_id), variant, source)  # prints its own progress and result
 
 
 @app.command("list")

@@ -17,6 +17,7 @@ from danlu.chat import Conversation
 from danlu.config import Settings, get_settings
 from danlu.errors import BackendUnavailable, DanluError, NotDownloaded
 from danlu.formats import ChatFormat, from_template, get_format
+from danlu.i18n import t
 from danlu.store import Store
 
 
@@ -144,18 +145,29 @@ def default_params(spec: ModelSpec | None) -> GenerationParams:
     )
 
 
-def availability(spec: ModelSpec, settings: Settings | None = None) -> tuple[bool, str]:
+@dataclass(frozen=True)
+class Availability:
+    """Whether a catalog model can run now: a code for programs, a reason for people."""
+
+    code: str  # ready | not_downloaded | backend_missing | unsupported
+    reason: str
+
+    @property
+    def runnable(self) -> bool:
+        return self.code == "ready"
+
+
+def availability(spec: ModelSpec, settings: Settings | None = None) -> Availability:
     """Can this model run now? If not, why (for the `danlu models` column)."""
     if spec.unsupported:
-        return False, spec.unsupported
-    backend = spec.backend_for(spec.variant())
+        return Availability("unsupported", spec.unsupported)
     try:
-        backend_module(backend)
+        backend_module(spec.backend_for(spec.variant()))
     except BackendUnavailable as exc:
-        return False, str(exc)
+        return Availability("backend_missing", str(exc))
     if not Store(settings or get_settings()).is_complete(spec, spec.variant()):
-        return False, f"权重未下载 / weights not downloaded (`danlu pull {spec.id}`)"
-    return True, "可运行 / ready"
+        return Availability("not_downloaded", t(f"下载后可运行：danlu pull {spec.id}", f"runs once downloaded: danlu pull {spec.id}"))
+    return Availability("ready", t("可运行", "ready"))
 
 
-__all__ = ["BACKEND_MODULES", "Loaded", "Resolved", "availability", "choose_format", "load", "resolve"]
+__all__ = ["BACKEND_MODULES", "Availability", "Loaded", "Resolved", "availability", "choose_format", "load", "resolve"]

@@ -26,12 +26,13 @@ def model_rows(settings: Settings) -> list[dict]:
     rows = []
     for spec in catalog.all_models():
         variant = spec.variant()
-        ok, why = availability(spec, settings)
+        status = availability(spec, settings)
         rows.append({
             "id": spec.id, "name": spec.name, "family": spec.family, "backend": spec.backend_for(variant),
             "params_b": spec.params_b, "context_length": spec.context_length, "variant": variant.name,
             "size_bytes": variant.size_bytes, "prompt_format": spec.prompt_format,
-            "trust_remote_code": spec.trust_remote_code, "runnable": ok, "status": why,
+            "trust_remote_code": spec.trust_remote_code, "runnable": status.runnable,
+            "status_code": status.code, "status": status.reason,
         })
     return rows
 
