@@ -57,6 +57,7 @@ class Conversation:
         self.history: list[Message] = []
         self.on_message = on_message or (lambda m: None)
         self.last_prompt: Prompt | None = None
+        self.last_reply_ids: list[int] = []
 
     # --- rendering --------------------------------------------------------------------------
     def messages(self, history: list[Message] | None = None) -> list[dict]:
@@ -130,13 +131,30 @@ class Conversation:
         params = replace(self.params, stop=_merge(self.model_stops, self.params.stop))
         parts: list[str] = []
         finish = "cancelled"
+        self.last_reply_ids = []
         try:
             for chunk in self.engine.generate(prompt.ids, params):
                 parts.append(chunk.text)
+                self.last_reply_ids.extend(chunk.token_ids)
                 finish = chunk.finish_reason or finish
                 yield chunk
         finally:  # also on Ctrl-C / a closed generator: keep what was said
             self._store_reply(self.fmt.postprocess("".join(parts)).strip(), finish)
+
+    def continue_reply(self) -> Iterator[Chunk]:
+        """ChatRWKV's +++: go on generating the last reply from where it stopped."""
+        if not (self.last_prompt and self.history and self.history[-1].role == "assistant"):
+            return
+        ids = self.last_prompt.ids + self.last_reply_ids
+        params = replace(self.params, stop=_merge(self.model_stops, self.params.stop))
+        parts: list[str] = []
+        try:
+            for chunk in self.engine.generate(ids, params):
+                parts.append(chunk.text)
+                self.last_reply_ids.extend(chunk.token_ids)
+                yield chunk
+        finally:  # the caller rewrites the stored transcript (the message changed in place)
+            self.history[-1].content += self.fmt.postprocess("".join(parts))
 
     def _store_reply(self, text: str, finish: str) -> None:
         if not text and finish == "cancelled":

@@ -110,17 +110,39 @@ def rm_cmd(model_id: str) -> None:
     console.print(t(f"已删除 {model_id}", f"Removed {model_id}"))
 
 
+# Options every command that loads a model shares; each maps to one LoadPlan.extra key.
+CtxOpt = typer.Option(None, "--ctx", help="上下文长度 / context window")
+BackendOpt = typer.Option(None, "--backend", help="llamacpp | transformers | rwkv (default: from the catalog or file type)")
+LoraOpt = typer.Option(None, "--lora", help="LoRA 适配器（名称或路径，可多次，按顺序）/ adapter name or path, repeatable, applied in order")
+BaseOpt = typer.Option(None, "--base", help="LoRA 的基座模型目录 / base model for a LoRA-only entry")
+RemoteCodeOpt = typer.Option(False, "--trust-remote-code", help="允许运行模型仓库里的代码 / run the model repo's own code")
+QuantOpt = typer.Option(None, "--quantize", help="8bit | 4bit (bitsandbytes, CUDA)")
+DtypeOpt = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16")
+StrategyOpt = typer.Option(None, "--rwkv-strategy", help="e.g. 'cuda fp16i8 *20+ -> cpu fp32'")
+
+
+def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy) -> dict:
+    pairs = {"adapters": lora or None, "base_model": base, "trust_remote_code": trust_remote_code or None,
+             "quantize": quantize, "dtype": dtype, "rwkv_strategy": rwkv_strategy}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
 @app.command("chat")
 @friendly
 def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路径 / catalog id or path"),
-             ctx: Optional[int] = typer.Option(None, "--ctx"), system: Optional[str] = typer.Option(None, "--system"),
-             session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session")) -> None:
+             ctx: Optional[int] = CtxOpt, system: Optional[str] = typer.Option(None, "--system"),
+             session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session"),
+             backend: Optional[str] = BackendOpt, lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt,
+             trust_remote_code: bool = RemoteCodeOpt, quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt,
+             rwkv_strategy: Optional[str] = StrategyOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
     from danlu.repl import ChatREPL
     from danlu.sessions import SessionStore
 
     settings = get_settings()
-    loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx)
+    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy)
+    loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
+                                    rwkv_chat_rules=True, **extra)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
     if system:
         repl.handle(f"/system {system}")
@@ -132,14 +154,17 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
 @app.command("run")
 @friendly
 def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: bool = typer.Option(False, "--json"),
-            ctx: Optional[int] = typer.Option(None, "--ctx"), max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
+            ctx: Optional[int] = CtxOpt, max_tokens: Optional[int] = typer.Option(None, "--max-tokens"),
             temperature: Optional[float] = typer.Option(None, "--temperature"), seed: Optional[int] = typer.Option(None, "--seed"),
-            system: Optional[str] = typer.Option(None, "--system")) -> None:
+            system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
+            lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
+            quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
     from danlu.oneshot import run_once
 
     text = prompt if prompt is not None else sys.stdin.read()
-    loaded = views.load_with_status(err, model, n_ctx=ctx)
+    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy)
+    loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
     result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
                       on_text=None if as_json else _print_stream)
     if as_json:

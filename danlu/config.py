@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         return self.home / "models"
 
     @property
+    def adapters_dir(self) -> Path:
+        """LoRA adapters by name (danlu finetune writes here; --lora NAME reads here)."""
+        return self.home / "adapters"
+
+    @property
     def db_path(self) -> Path:
         return self.home / "danlu.db"
 

@@ -18,7 +18,7 @@ from danlu.config import Settings, get_settings
 from danlu.errors import BackendUnavailable, DanluError, NotDownloaded
 from danlu.formats import ChatFormat, from_template, get_format
 from danlu.i18n import t
-from danlu.store import Store
+from danlu.store import Store, safe_name
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ def resolve(ref: str, variant: str | None = None, settings: Settings | None = No
     path = Path(ref).expanduser()
     if path.exists():
         return Resolved(None, None, path, _backend_for_path(path))
+    remote = resolve_remote(ref, settings)
+    if remote is not None:
+        return remote
     if ":" in ref and variant is None:
         ref, variant = ref.split(":", 1)
     spec = catalog.get(ref)
@@ -69,6 +72,25 @@ def resolve(ref: str, variant: str | None = None, settings: Settings | None = No
             f"模型 {spec.id}（{chosen.name}）尚未下载 / not downloaded: run `danlu pull {spec.id}`"
         )
     return Resolved(spec, chosen, store.weight_path(spec, chosen), spec.backend_for(chosen))
+
+
+def resolve_remote(ref: str, settings: Settings) -> Resolved | None:
+    """A name registered with `danlu remote add` (danlu/remotes.py): its record file stands in for weights."""
+    from danlu import remotes
+
+    remote = remotes.find(ref, settings)
+    return Resolved(None, None, remote.record_path, "remote") if remote else None
+
+
+def adapter_path(name_or_path: str, settings: Settings) -> Path:
+    """A LoRA adapter given as a path, or by name from $DANLU_HOME/adapters."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    named = settings.adapters_dir / safe_name(name_or_path)
+    if not named.exists():
+        raise DanluError(f"找不到 LoRA 适配器 {name_or_path!r} / no adapter {name_or_path!r}: see `danlu adapters`, or give a path")
+    return named
 
 
 def _backend_for_path(path: Path) -> str:
@@ -102,25 +124,33 @@ def _gpu_layers(settings: Settings) -> int:
 
 
 def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, settings: Settings | None = None,
-         **extra) -> Loaded:
-    """Resolve, plan and load; the prompt format and defaults come along."""
+         backend: str | None = None, **extra) -> Loaded:
+    """Resolve, plan and load; the prompt format and defaults come along. `extra` goes to LoadPlan.extra."""
     settings = settings or get_settings()
     resolved = resolve(ref, variant, settings)
+    if backend:
+        resolved = replace(resolved, backend=backend)
+    if "adapters" in extra:
+        extra["adapters"] = [str(adapter_path(a, settings)) for a in extra["adapters"]]
     if resolved.spec and resolved.spec.unsupported:
         raise BackendUnavailable(resolved.spec.unsupported)
     engine = load_engine(resolved.spec, resolved.variant, make_plan(resolved, settings, n_ctx, **extra), resolved.backend)
     spec = resolved.spec
-    return Loaded(resolved, engine, choose_format(engine, spec), default_params(spec),
+    return Loaded(resolved, engine, choose_format(engine, spec, resolved.backend), default_params(spec),
                   spec.default_system if spec else None)
 
 
-def choose_format(engine: Engine, spec: ModelSpec | None) -> ChatFormat:
-    """The model's own template first; then the catalog's named format; `raw` for an unknown path."""
+#: For a bare path without a shipped template: the format its runtime's models use.
+PATH_FORMATS = {"rwkv": "rwkv-world"}
+
+
+def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "") -> ChatFormat:
+    """The model's own template first; then the catalog's named format; for a bare path, its runtime's usual one."""
     template = engine.chat_template()
     if template:
         return from_template(template, bos_token=_token_text(engine, engine.bos_token_id()),
                              eos_token=_token_text(engine, _first(engine.eos_token_ids())))
-    return get_format(spec.prompt_format if spec else "raw")
+    return get_format(spec.prompt_format if spec else PATH_FORMATS.get(backend, "raw"))
 
 
 def _token_text(engine: Engine, token_id: int | None) -> str:

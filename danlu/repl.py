@@ -26,10 +26,11 @@ def help_text() -> str:
     """The command list in the interface language (chosen at run time, not import time)."""
     return t(
     "命令：/system 文本 设置系统提示 · /reset 新对话 · /retry 重新生成 · /set 参数 值 · /save 名称 · /load 名称 · "
-    "/history 历史 · /help 帮助 · /bye 退出；ChatRWKV 命令：+gen 文本（自由续写）· +qa 问题（无历史问答）· +reset · ++ 重试。"
+    "/history 历史 · /help 帮助 · /bye 退出；ChatRWKV 命令：+gen 文本（自由续写）· +qa 问题（无历史问答）· +qq 问题（Q/A 续写）· +reset · ++ 重试 · +++ 接着写。"
     "生成中按 Ctrl-C 停止。",
     "Commands: /system TEXT · /reset · /retry · /set KEY VALUE · /save NAME · /load NAME · /history · /help · /bye; "
-    "ChatRWKV: +gen TEXT (free generation) · +qa Q (question without history) · +reset · ++ (retry). "
+    "ChatRWKV: +gen TEXT (free generation) · +qa Q (question without history) · +qq Q (Q/A completion) · +reset · "
+    "++ (retry) · +++ (continue). "
     "Ctrl-C stops a reply.",
     )
 
@@ -80,7 +81,14 @@ class ChatREPL:
             self.console.print(t(f"未知命令 {head}。", f"Unknown command {head}.") + " " + help_text())
             return None
         self.stream(self.conv.send(line))
+        self._save_state()
         return None
+
+    def _save_state(self) -> None:
+        """Recurrent-state engines (RWKV) keep their state with the session: a resumed chat reads nothing again."""
+        export = getattr(self.loaded.engine, "export_state", None)
+        if export:
+            self.sessions.save_state(self.session_id, export())
 
     # --- output -----------------------------------------------------------------------------
     def stream(self, chunks: Iterator[Chunk]) -> Chunk | None:
@@ -161,6 +169,9 @@ class ChatREPL:
             self.console.print(t(f"[yellow]注意：该会话原用模型 {info.model}。[/]", f"[yellow]Note: this session used {info.model}.[/]"))
         self.session_id = info.id
         self.conv.load([Message(r, c) for r, c in self.sessions.messages(info.id)])
+        state, restore = self.sessions.load_state(info.id), getattr(self.loaded.engine, "import_state", None)
+        if state and restore and info.model == self.model_id:
+            restore(state)
         self.console.print(t(f"已载入 {name}（{len(self.conv.history)} 条消息）。", f"Loaded {name} ({len(self.conv.history)} messages)."))
 
     def cmd_history(self, _: str) -> None:
@@ -172,10 +183,29 @@ class ChatREPL:
 
     # ChatRWKV's commands
     def cmd_gen(self, text: str) -> None:
-        """+gen: free generation from "\\n" + text, outside the conversation."""
+        """+gen: free generation from "\\n" + text, outside the conversation (no chat newline rules)."""
+        self._free_generation("\n" + text, stop=[])
+
+    def cmd_qq(self, question: str) -> None:
+        """+qq: ChatRWKV's `\\nQ: …\\nA:` question from a fresh state, outside the conversation."""
+        self._free_generation(f"\nQ: {question}\nA:", stop=["\n\n"])
+
+    def _free_generation(self, text: str, stop: list[str]) -> None:
         engine = self.loaded.engine
-        ids = engine.tokenize("\n" + text, add_bos=engine.bos_token_id() is not None)
-        self.stream(engine.generate(ids, replace(self.conv.params, stop=[])))
+        rules = getattr(engine, "chat_rules", None)
+        if rules is not None:
+            engine.chat_rules = None
+        try:
+            ids = engine.tokenize(text, add_bos=engine.bos_token_id() is not None)
+            self.stream(engine.generate(ids, replace(self.conv.params, stop=stop)))
+        finally:
+            if rules is not None:
+                engine.chat_rules = rules
+
+    def cmd_continue(self, _: str) -> None:
+        """+++: continue the last reply."""
+        self.stream(self.conv.continue_reply())
+        self.sessions.replace_messages(self.session_id, self._transcript())
 
     def cmd_qa(self, question: str) -> None:
         """+qa: a question answered without the chat history."""
@@ -188,5 +218,6 @@ COMMANDS: dict[str, Callable[[ChatREPL, str], str | None]] = {
     "/help": ChatREPL.cmd_help, "/system": ChatREPL.cmd_system, "/reset": ChatREPL.cmd_reset,
     "/retry": ChatREPL.cmd_retry, "/set": ChatREPL.cmd_set, "/save": ChatREPL.cmd_save,
     "/load": ChatREPL.cmd_load, "/history": ChatREPL.cmd_history,
-    "+gen": ChatREPL.cmd_gen, "+qa": ChatREPL.cmd_qa, "+reset": ChatREPL.cmd_reset, "++": ChatREPL.cmd_retry,
+    "+gen": ChatREPL.cmd_gen, "+qa": ChatREPL.cmd_qa, "+qq": ChatREPL.cmd_qq, "+reset": ChatREPL.cmd_reset,
+    "++": ChatREPL.cmd_retry, "+": ChatREPL.cmd_retry, "+++": ChatREPL.cmd_continue,
 }

@@ -334,6 +334,17 @@ class RwkvEngine:
     def cached_ids(self) -> list[int]:
         return list(self._ids)
 
+    def export_state(self) -> bytes:
+        """The state as bytes, saved with a chat session so a resumed chat need not re-read its history."""
+        buf = io.BytesIO()
+        torch.save({"ids": self._ids, "state": self._state, "logits": self._logits}, buf)
+        return buf.getvalue()
+
+    def import_state(self, blob: bytes) -> None:
+        """Restore exported bytes; tensors only (weights_only=True), never arbitrary pickles."""
+        saved = torch.load(io.BytesIO(blob), weights_only=True)
+        self.restore_state(RwkvState(list(saved["ids"]), saved["state"], saved["logits"]))
+
     def state_bytes(self) -> int:
         """Bytes the recurrent state holds (flat in the conversation's length)."""
         return sum(t.numel() * t.element_size() for t in self._state or [])
