@@ -119,11 +119,12 @@ RemoteCodeOpt = typer.Option(False, "--trust-remote-code", help="允许运行模
 QuantOpt = typer.Option(None, "--quantize", help="8bit | 4bit (bitsandbytes, CUDA)")
 DtypeOpt = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16")
 StrategyOpt = typer.Option(None, "--rwkv-strategy", help="e.g. 'cuda fp16i8 *20+ -> cpu fp32'")
+ForceOpt = typer.Option(False, "--force", help="放不下也加载（可能内存不足）/ load even when fit says it will not fit")
 
 
-def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy) -> dict:
+def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force) -> dict:
     pairs = {"adapters": lora or None, "base_model": base, "trust_remote_code": trust_remote_code or None,
-             "quantize": quantize, "dtype": dtype, "rwkv_strategy": rwkv_strategy}
+             "quantize": quantize, "dtype": dtype, "rwkv_strategy": rwkv_strategy, "force": force or None}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -134,13 +135,13 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
              session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session"),
              backend: Optional[str] = BackendOpt, lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt,
              trust_remote_code: bool = RemoteCodeOpt, quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt,
-             rwkv_strategy: Optional[str] = StrategyOpt) -> None:
+             rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
     from danlu.repl import ChatREPL
     from danlu.sessions import SessionStore
 
     settings = get_settings()
-    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy)
+    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
                                     rwkv_chat_rules=True, **extra)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
@@ -158,12 +159,13 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             temperature: Optional[float] = typer.Option(None, "--temperature"), seed: Optional[int] = typer.Option(None, "--seed"),
             system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
             lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
-            quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt) -> None:
+            quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt,
+            force: bool = ForceOpt) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
     from danlu.oneshot import run_once
 
     text = prompt if prompt is not None else sys.stdin.read()
-    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy)
+    extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
     result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
                       on_text=None if as_json else _print_stream)
@@ -191,6 +193,15 @@ def sessions_cmd() -> None:
         table.add_row(s.id, s.name or "", s.model, str(s.n_messages))
     console.print(table)
 
+
+def _register_feature_commands() -> None:
+    """Commands whose argument parsing lives beside their feature (each module is a typer function)."""
+    from danlu.fit_cli import fit_command
+
+    app.command("fit")(fit_command)
+
+
+_register_feature_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -103,28 +103,32 @@ def _backend_for_path(path: Path) -> str:
     raise DanluError(f"认不出 {path} 的格式（支持 .gguf、.pth 或 transformers 目录）/ unknown model file type: {path}")
 
 
-def make_plan(resolved: Resolved, settings: Settings, n_ctx: int | None = None, **extra) -> LoadPlan:
-    """Context capped at the model's own, threads from settings, GPU layers when a GPU exists."""
+def make_plan(resolved: Resolved, settings: Settings, n_ctx: int | None = None, force: bool = False, **extra) -> LoadPlan:
+    """Context capped at the model's own; the fit check places layers on the GPU (or picks the RWKV
+    strategy) and refuses a model that will not fit, with the alternatives that do, unless forced."""
     ctx = n_ctx or settings.n_ctx
     if resolved.spec:
         ctx = min(ctx, resolved.spec.context_length)
-    return LoadPlan(path=resolved.path, n_ctx=ctx, n_threads=settings.threads,
-                    gpu_layers=_gpu_layers(settings), extra=extra)
+    fit = _fit(resolved, ctx, force, extra.get("llama_kwargs"))
+    gpu_layers = settings.gpu_layers if settings.gpu_layers >= 0 else (fit.gpu_layers if fit else 0)
+    if fit and fit.strategy and "rwkv_strategy" not in extra:
+        extra["rwkv_strategy"] = fit.strategy
+    return LoadPlan(path=resolved.path, n_ctx=ctx, n_threads=settings.threads, gpu_layers=gpu_layers, extra=extra)
 
 
-def _gpu_layers(settings: Settings) -> int:
-    if settings.gpu_layers >= 0:
-        return settings.gpu_layers
-    try:
-        import llama_cpp
+def _fit(resolved: Resolved, n_ctx: int, force: bool, llama_kwargs: dict | None):
+    from danlu.fit import check_fits, check_path_fits
 
-        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-    except ImportError:
-        return 0
+    if resolved.backend == "remote":
+        return None
+    if resolved.spec and resolved.variant:
+        return check_fits(resolved.spec, resolved.variant, n_ctx=n_ctx, force=force, path=resolved.path,
+                          llama_kwargs=llama_kwargs)
+    return check_path_fits(resolved.path, n_ctx=n_ctx, force=force, llama_kwargs=llama_kwargs)
 
 
 def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, settings: Settings | None = None,
-         backend: str | None = None, **extra) -> Loaded:
+         backend: str | None = None, force: bool = False, **extra) -> Loaded:
     """Resolve, plan and load; the prompt format and defaults come along. `extra` goes to LoadPlan.extra."""
     settings = settings or get_settings()
     resolved = resolve(ref, variant, settings)
@@ -134,7 +138,8 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
         extra["adapters"] = [str(adapter_path(a, settings)) for a in extra["adapters"]]
     if resolved.spec and resolved.spec.unsupported:
         raise BackendUnavailable(resolved.spec.unsupported)
-    engine = load_engine(resolved.spec, resolved.variant, make_plan(resolved, settings, n_ctx, **extra), resolved.backend)
+    plan = make_plan(resolved, settings, n_ctx, force, **extra)
+    engine = load_engine(resolved.spec, resolved.variant, plan, resolved.backend)
     spec = resolved.spec
     return Loaded(resolved, engine, choose_format(engine, spec, resolved.backend), default_params(spec),
                   spec.default_system if spec else None)
