@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from danlu.streaming import TextStream
@@ -163,3 +164,28 @@ def log_softmax_sum(rows: torch.Tensor, targets: Sequence[int]) -> float:
     """Sum of log p(target) over rows of logits (one row per target)."""
     logp = torch.log_softmax(rows.double(), dim=-1)
     return float(logp[torch.arange(len(targets)), torch.tensor(list(targets))].sum())
+
+
+class CachedPrefixEngine:
+    """Prefill and evaluation shared by the torch engines. A subclass keeps a cache (KV or recurrent
+    state) and provides `_sync(ids) -> (next-token logits, ids already cached)` and
+    `_feed(ids, all_logits=True) -> logits of every fed position`."""
+
+    def _prefill(self, run: Run, ids: list[int]) -> torch.Tensor:
+        logits, run.cached_tokens = self._sync(ids)
+        return logits
+
+    def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits (float32, vocabulary) for the token after `ids`, reusing the cached prefix."""
+        return self._sync(list(ids))[0].float().cpu().numpy()
+
+    def loglikelihood(self, context_ids: Sequence[int], continuation_ids: Sequence[int]) -> float:
+        """Sum of log p(continuation | context): the context's cache is reused, then one pass over the
+        continuation keeps every position's logits."""
+        context_ids, continuation_ids = list(context_ids), list(continuation_ids)
+        if not context_ids or not continuation_ids:
+            raise ValueError("loglikelihood needs a non-empty context and continuation")
+        rows = [self._sync(context_ids)[0][None, :]]
+        if len(continuation_ids) > 1:
+            rows.append(self._feed(continuation_ids[:-1], all_logits=True))
+        return log_softmax_sum(torch.cat([r.float().cpu() for r in rows]), continuation_ids)

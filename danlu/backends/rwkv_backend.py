@@ -23,14 +23,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 
 from danlu import rwkv_strategy
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
 
-from ._decode import Run, log_softmax_sum, stream
+from ._decode import CachedPrefixEngine, Run, stream
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan
 from .hf.tokens import byte_level_alphabet
 
@@ -258,7 +257,7 @@ def _extends(ids: list[int], prefix: list[int]) -> bool:
     return len(ids) >= len(prefix) and ids[: len(prefix)] == prefix
 
 
-class RwkvEngine:
+class RwkvEngine(CachedPrefixEngine):
     """A loaded RWKV model; see the Engine protocol in base.py."""
 
     def __init__(self, model: Any, tokenizer: WorldTokenizer | JsonTokenizer, spec: ModelSpec | None, n_ctx: int,
@@ -305,23 +304,6 @@ class RwkvEngine:
             adjust=self.chat_rules, penalty_decay=self.penalty_decay,
         )
         return stream(run, params, ids)
-
-    def _prefill(self, run: Run, ids: list[int]) -> torch.Tensor:
-        logits, run.cached_tokens = self._sync(ids)
-        return logits
-
-    def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:
-        return self._sync(list(ids))[0].float().cpu().numpy()
-
-    def loglikelihood(self, context_ids: Sequence[int], continuation_ids: Sequence[int]) -> float:
-        """Sum of log p(continuation | context): one pass over the continuation with every position's logits."""
-        context_ids, continuation_ids = list(context_ids), list(continuation_ids)
-        if not context_ids or not continuation_ids:
-            raise ValueError("loglikelihood needs a non-empty context and continuation")
-        rows = [self._sync(context_ids)[0][None, :]]
-        if len(continuation_ids) > 1:
-            rows.append(self._feed(continuation_ids[:-1], all_logits=True))
-        return log_softmax_sum(torch.cat([r.float().cpu() for r in rows]), continuation_ids)
 
     # --- state ------------------------------------------------------------------------------------------
     def save_state(self) -> RwkvState:

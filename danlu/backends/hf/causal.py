@@ -15,10 +15,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import torch
 
-from danlu.backends._decode import Run, common_prefix, log_softmax_sum, stream
+from danlu.backends._decode import CachedPrefixEngine, Run, common_prefix, stream
 from danlu.backends.base import Capabilities, Chunk, GenerationParams
 
 from .common import HFEngineBase
@@ -37,7 +36,7 @@ class KVState:
     pruned_at: int = 0  # see CausalEngine._prune
 
 
-class CausalEngine(HFEngineBase):
+class CausalEngine(CachedPrefixEngine, HFEngineBase):
     """A decoder-only model with a reusable KV cache; see the Engine protocol in base.py."""
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -65,25 +64,6 @@ class CausalEngine(HFEngineBase):
             prefill=lambda: self._prefill(run, ids), step=lambda token: self._feed([token])[-1],
         )
         return stream(run, params, ids)
-
-    def _prefill(self, run: Run, ids: list[int]) -> torch.Tensor:
-        logits, run.cached_tokens = self._sync(ids)
-        return logits
-
-    # --- evaluation -------------------------------------------------------------------------
-    def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits (float32, vocabulary) for the token after `ids`, reusing the cached prefix."""
-        return self._sync(list(ids))[0].float().cpu().numpy()
-
-    def loglikelihood(self, context_ids: Sequence[int], continuation_ids: Sequence[int]) -> float:
-        """Sum of log p(continuation | context); the context's cache is reused across calls."""
-        context_ids, continuation_ids = list(context_ids), list(continuation_ids)
-        if not context_ids or not continuation_ids:
-            raise ValueError("loglikelihood needs a non-empty context and continuation")
-        rows = [self._sync(context_ids)[0][None, :]]
-        if len(continuation_ids) > 1:
-            rows.append(self._feed(continuation_ids[:-1], all_logits=True))
-        return log_softmax_sum(torch.cat(rows), continuation_ids)
 
     # --- state ------------------------------------------------------------------------------
     def save_state(self) -> KVState:
