@@ -196,9 +196,12 @@ def sessions_cmd() -> None:
 
 def _register_feature_commands() -> None:
     """Commands whose argument parsing lives beside their feature (each module is a typer function)."""
+    from danlu.evaluate.cli import compare_command, eval_command
     from danlu.fit_cli import fit_command
 
     app.command("fit")(fit_command)
+    app.command("eval")(friendly(eval_command))
+    app.command("compare")(friendly(compare_command))
 
 
 _register_feature_commands()

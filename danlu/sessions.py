@@ -141,3 +141,14 @@ class SessionStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+@migration
+def m003_eval_results(db: sqlite3.Connection) -> None:
+    """One row per evaluation run (danlu eval), read by the leaderboard beside the catalog's reference scores."""
+    db.execute(
+        "CREATE TABLE eval_results (run_key TEXT PRIMARY KEY, model TEXT NOT NULL, suite TEXT NOT NULL,"
+        " split TEXT NOT NULL, protocol TEXT NOT NULL, shots INTEGER NOT NULL, n_questions INTEGER NOT NULL,"
+        " average REAL NOT NULL, micro_average REAL NOT NULL, results TEXT NOT NULL, data TEXT NOT NULL,"
+        " created REAL NOT NULL)"
+    )
