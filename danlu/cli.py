@@ -199,9 +199,17 @@ def _register_feature_commands() -> None:
     from danlu.evaluate.cli import compare_command, eval_command
     from danlu.fit_cli import fit_command
 
+    from danlu.server.cli import remote_add_command, remote_list_command, remote_rm_command, serve_command
+
     app.command("fit")(fit_command)
     app.command("eval")(friendly(eval_command))
     app.command("compare")(friendly(compare_command))
+    app.command("serve")(friendly(serve_command))
+    remote_app = typer.Typer(help="远程 OpenAI 兼容端点 / remote OpenAI-compatible endpoints", no_args_is_help=True)
+    remote_app.command("add")(friendly(remote_add_command))
+    remote_app.command("list")(friendly(remote_list_command))
+    remote_app.command("rm")(friendly(remote_rm_command))
+    app.add_typer(remote_app, name="remote")
 
 
 _register_feature_commands()

@@ -1,0 +1,318 @@
+"""Which models are loaded: load on first use within the memory budget, unload after keep-alive, evict the
+least recently used idle model for a new one, and bound each model's queue (past it: 429 + Retry-After).
+
+Ollama's scheduler is the model: a model is a loaded runner plus a count of requests in flight; nothing
+is unloaded while it has any. Names from API calls are resolved here, never by `loader.resolve`, which
+would read an existing file path: an API model name is a catalog id (`id` or `id:variant`, checked with
+the store's safe-name rule), a name registered with `danlu remote add`, or a name the operator served
+with `--model`. Memory per model comes from the fit module's prediction (weights + KV cells + compute),
+falling back to file size × 1.2 when fit has nothing to say (a bare path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from danlu import catalog, loader, remotes
+from danlu.backends.base import Engine, GenerationParams
+from danlu.chat import tokenize_segments
+from danlu.errors import DanluError
+from danlu.formats import ChatFormat
+from danlu.loader import Resolved
+from danlu.server import ServerSettings
+from danlu.server.protocol import ApiError
+from danlu.store import Store, safe_name
+
+log = logging.getLogger(__name__)
+
+REAP_EVERY_S = 1.0
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """A loaded model: the runner requests go to, its engine, prompt format and default sampling."""
+
+    key: str
+    resolved: Resolved
+    runner: Any  # BatchedLlamaEngine or batching.ThreadRunner: submit(ids, params, sink, options)
+    engine: Engine
+    fmt: ChatFormat
+    params: GenerationParams
+    default_system: str | None
+    size_bytes: int
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    avg_request_s: float = 5.0
+
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.n_ctx
+
+    @property
+    def model_stops(self) -> tuple[str, ...]:
+        spec = self.resolved.spec
+        return tuple(self.fmt.stop_strings) + (tuple(spec.stop_strings) if spec else ())
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        """Markup as special tokens, message text as plain text (chat.tokenize_segments): no injected controls."""
+        if self.default_system and self.fmt.supports_system and all(m["role"] != "system" for m in messages):
+            messages = [{"role": "system", "content": self.default_system}, *messages]
+        return tokenize_segments(self.engine, self.fmt.render(messages, True))
+
+    def text_ids(self, prompt: str) -> list[int]:
+        adds_bos = getattr(self.engine, "adds_bos", lambda: False)()
+        return self.engine.tokenize(prompt, special=False, add_bos=adds_bos)
+
+
+class ModelScheduler:
+    """Loaded models by key; every method runs on the event loop (loading itself in a thread)."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.loaded: dict[str, ServedModel] = {}
+        self.aliases: dict[str, Resolved] = {}
+        self._in_flight: dict[str, int] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        self._load_lock = asyncio.Lock()
+        self.budget_bytes = settings.memory_budget_bytes or _default_budget()
+        self._reaper: asyncio.Task | None = None
+
+    # --- names ------------------------------------------------------------------------------
+    def add_alias(self, name: str) -> str:
+        """A `--model` given by the operator (catalog id, remote name or path): served under its name."""
+        resolved = loader.resolve(name, settings=self.settings.base)
+        key = resolved.label if resolved.spec else (resolved.path.stem if resolved.backend != "remote" else name)
+        self.aliases[key] = resolved
+        return key
+
+    def resolve(self, name: str) -> tuple[str, Resolved]:
+        """An API model name to (key, what to load); unknown names are 404s that say what exists."""
+        if name in self.aliases:
+            return name, self.aliases[name]
+        model_id, _, variant = name.partition(":")
+        try:
+            safe_name(model_id)
+            if variant:
+                safe_name(variant, "variant")
+            remote = None if variant else remotes.find(model_id, self.settings.base)
+            if remote is not None:
+                return model_id, Resolved(None, None, remote.record_path, "remote")
+            return self._catalog(model_id, variant or None)
+        except DanluError as exc:
+            raise ApiError(404, f"{exc}（GET /v1/models 列出可用模型 / GET /v1/models lists the models served）",
+                           param="model", code="model_not_found") from None
+
+    def _catalog(self, model_id: str, variant: str | None) -> tuple[str, Resolved]:
+        spec = catalog.get(model_id)
+        self._check_allowed(spec)  # before the download check: refused whether pulled or not
+        chosen = spec.variant(variant)
+        store = Store(self.settings.base)
+        if not store.is_complete(spec, chosen):
+            raise DanluError(f"模型 {spec.id}:{chosen.name} 尚未下载 / not downloaded: run `danlu pull {spec.id}`")
+        key = f"{spec.id}:{chosen.name}"
+        if key in self.aliases:
+            return key, self.aliases[key]
+        return key, Resolved(spec, chosen, store.weight_path(spec, chosen), spec.backend_for(chosen))
+
+    def served_names(self) -> list[str]:
+        """Aliases and loaded models, then every pulled catalog model, then the remotes."""
+        names = list(dict.fromkeys([*self.aliases, *self.loaded]))
+        store = Store(self.settings.base)
+        for spec in catalog.all_models():
+            runnable = not spec.unsupported and (self.settings.trust_remote_code or not spec.trust_remote_code)
+            if runnable and store.is_complete(spec, spec.variant()):
+                names.append(spec.id)
+        names += [r.name for r in remotes.list_remotes(self.settings.base)]
+        return list(dict.fromkeys(names))
+
+    # --- admission --------------------------------------------------------------------------
+    async def acquire(self, name: str) -> ServedModel:
+        """The loaded model for `name`, counting this request in; 429 when its queue is full."""
+        key, resolved = self.resolve(name)
+        limit = self.settings.parallel + self.settings.max_queue
+        if self._in_flight.get(key, 0) >= limit:
+            raise ApiError(429, f"模型 {name} 排队已满（{limit} 个请求）/ the queue for {name} is full ({limit} requests): "
+                           "retry after the time in Retry-After", type="rate_limit_error", code="queue_full",
+                           headers={"Retry-After": str(self._retry_after(key))})
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            served = await self._loaded(key, resolved)
+        except BaseException:
+            self._in_flight[key] -= 1
+            raise
+        served.in_flight += 1
+        return served
+
+    def release(self, served: ServedModel, duration_s: float) -> None:
+        served.in_flight -= 1
+        self._in_flight[served.key] = self._in_flight.get(served.key, 1) - 1
+        served.last_used = time.monotonic()
+        served.avg_request_s = 0.8 * served.avg_request_s + 0.2 * duration_s
+
+    def _retry_after(self, key: str) -> int:
+        served = self.loaded.get(key)
+        per_request = served.avg_request_s if served else 5.0
+        waiting = max(self._in_flight.get(key, 0) - self.settings.parallel + 1, 1)
+        return max(1, math.ceil(per_request * waiting / self.settings.parallel))
+
+    def _check_allowed(self, spec) -> None:
+        """Remote-code models only with --trust-remote-code; models danlu cannot run say why."""
+        if spec.trust_remote_code and not self.settings.trust_remote_code:
+            raise ApiError(403, f"{spec.id} 需要运行模型自带的代码，服务器未以 --trust-remote-code 启动 / {spec.id} runs "
+                           "code shipped with its weights; this server was not started with --trust-remote-code",
+                           type="permission_error", param="model", code="remote_code_not_trusted")
+        if spec.unsupported:
+            raise ApiError(400, spec.unsupported, param="model", code="model_unsupported")
+
+    # --- loading and unloading --------------------------------------------------------------
+    async def _loaded(self, key: str, resolved: Resolved) -> ServedModel:
+        """The loaded model, loading it once however many requests wait; a waiter's cancellation (its client
+        left) does not cancel the load, whose result the next caller uses."""
+        if key in self.loaded:
+            return self.loaded[key]
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.ensure_future(self._load(key, resolved))
+            task.add_done_callback(lambda t: (self._loading.pop(key, None), t.cancelled() or t.exception()))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, resolved: Resolved) -> ServedModel:
+        async with self._load_lock:  # one load at a time, so the memory accounting sees each result
+            size = await asyncio.to_thread(predicted_bytes, resolved, self.settings)
+            await self._make_room(size, key)
+            try:
+                served = await asyncio.to_thread(load_served, key, resolved, self.settings, size)
+            except DanluError as exc:
+                raise ApiError(400, str(exc), param="model", code="model_load_failed") from None
+            self.loaded[key] = served
+            return served
+
+    async def _make_room(self, size: int, key: str) -> None:
+        """Unload idle models, least recently used first, until `size` fits the budget and the count."""
+        if size > self.budget_bytes:
+            raise ApiError(503, f"模型 {key} 需要约 {size >> 20} MiB，超过内存预算 {self.budget_bytes >> 20} MiB / needs about "
+                           f"{size >> 20} MiB, over the memory budget of {self.budget_bytes >> 20} MiB (see `danlu fit`)",
+                           type="server_error", code="insufficient_memory")
+        while len(self.loaded) >= self.settings.max_loaded or self.used_bytes() + size > self.budget_bytes:
+            idle = [m for m in self.loaded.values() if self.is_idle(m)]
+            if not idle:
+                raise ApiError(503, "所有已加载的模型都在忙，暂时没有内存加载新模型 / every loaded model is busy and there is "
+                               "no room for another one yet: retry later", type="server_error", code="no_room",
+                               headers={"Retry-After": "5"})
+            await self.unload(min(idle, key=lambda m: m.last_used).key)
+
+    async def unload(self, key: str) -> None:
+        served = self.loaded.pop(key, None)
+        if served is not None:
+            log.info("unloading %s", key)
+            await asyncio.to_thread(served.runner.close)
+
+    def is_idle(self, served: ServedModel) -> bool:
+        """No request in flight, none waiting for it to load: safe to unload."""
+        return served.in_flight == 0 and self._in_flight.get(served.key, 0) == 0
+
+    def used_bytes(self) -> int:
+        return sum(m.size_bytes for m in self.loaded.values())
+
+    async def preload(self) -> None:
+        for key in list(self.aliases):
+            served = await self.acquire(key)
+            self.release(served, served.avg_request_s)
+
+    # --- keep-alive -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_EVERY_S)
+            await self.reap_idle()
+
+    async def reap_idle(self) -> None:
+        keep = self.settings.keep_alive_s
+        if keep < 0:
+            return
+        now = time.monotonic()
+        for served in [m for m in self.loaded.values() if self.is_idle(m) and now - m.last_used >= keep]:
+            await self.unload(served.key)
+
+    def expires_in(self, served: ServedModel) -> float | None:
+        if self.settings.keep_alive_s < 0:
+            return None
+        if served.in_flight:
+            return self.settings.keep_alive_s
+        return max(0.0, self.settings.keep_alive_s - (time.monotonic() - served.last_used))
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        for key in list(self.loaded):
+            await self.unload(key)
+
+
+def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: int) -> ServedModel:
+    """Load weights (blocking): llama.cpp models get the batched engine, others a one-at-a-time runner."""
+    from danlu.server.batching import ThreadRunner
+
+    spec = resolved.spec
+    extra = {"trust_remote_code": settings.trust_remote_code}
+    if resolved.backend == "llamacpp":
+        from danlu.backends import llamacpp_batched
+
+        extra.update(parallel=settings.parallel, slots=cache_slots(settings))
+        plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
+        engine = runner = llamacpp_batched.load(spec, resolved.variant, plan)
+    else:
+        plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
+        engine = loader.load_engine(spec, resolved.variant, plan, resolved.backend)
+        runner = ThreadRunner(engine, settings.parallel if resolved.backend == "remote" else 1)
+    return ServedModel(key, resolved, runner, engine, loader.choose_format(engine, spec), loader.default_params(spec),
+                       spec.default_system if spec else None, size)
+
+
+def cache_slots(settings: ServerSettings) -> int:
+    """Sequences a llama.cpp model keeps (each n_ctx cells): the decode lanes plus as many cached conversations."""
+    return max(settings.cache_slots or 2 * settings.parallel, settings.parallel)
+
+
+def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
+    """Fit's prediction for the model at this server's KV size; file size × 1.2 when fit cannot say."""
+    if resolved.backend == "remote":
+        return 0
+    cells = settings.context * cache_slots(settings) if resolved.backend == "llamacpp" else settings.context
+    if resolved.spec is not None:
+        try:
+            from danlu.fit import check_fits
+
+            result = check_fits(resolved.spec, resolved.variant, n_ctx=cells, force=True, path=resolved.path,
+                                llama_kwargs={"swa_full": True}, settings=settings.base)
+            if result.predicted_bytes > 0:
+                return result.predicted_bytes
+        except (DanluError, ImportError, OSError, ValueError) as exc:
+            log.warning("fit could not predict %s: %s", resolved.label, exc)
+    return int(_size_on_disk(resolved) * 1.2)
+
+
+def _size_on_disk(resolved: Resolved) -> int:
+    path = resolved.path
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _default_budget() -> int:
+    """What fit allows on this machine: usable RAM plus usable VRAM, measured at server start."""
+    try:
+        from danlu.fit import Budget
+        from danlu.hardware import detect
+
+        budget = Budget.of(detect())
+        return budget.ram + budget.vram
+    except Exception as exc:  # noqa: BLE001 — hardware probing must not stop the server
+        log.warning("no memory budget from fit (%s); assuming 8 GiB", exc)
+        return 8 << 30
