@@ -33,5 +33,13 @@ test: models
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not weights"
 
+# Every benchmark writes JSON + PNG under bench/results/ (figures for the README; minutes each, not part of CI).
+bench: models
+	$(BIN)/python -m bench.chat_turns
+	$(BIN)/python -m bench.memory_turns
+	$(BIN)/python -m bench.serve_batch
+	$(BIN)/python -m bench.serve_prefix
+	$(BIN)/python -m bench.eval_speed
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
