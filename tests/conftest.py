@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+#: The environment before any test ran: memory measurements run in children started with it, so a
+#: variable some earlier test or library set in this process cannot change what they measure.
+PRISTINE_ENV = dict(os.environ)
+
 #: The store `make models` pulled into, read before any test changes DANLU_HOME.
 REAL_HOME = Path(os.environ.get("DANLU_HOME", Path.home() / ".danlu"))
 GEMMA = Path(os.environ.get("DANLU_TEST_GEMMA", REAL_HOME / "models/gemma-3-270m/q4_k_m/gemma-3-270m-q4_k_m.gguf"))
