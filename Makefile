@@ -27,11 +27,13 @@ run: setup
 	$(BIN)/danlu pull $(DEFAULT_MODEL)
 	$(BIN)/danlu chat $(DEFAULT_MODEL)
 
+# Memory measurements run in a pytest process of their own: inside the long suite they read high.
 test: models
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -m "not isolated"
+	$(BIN)/python -m pytest -q -ra -m isolated
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -ra -m "not weights"
+	$(BIN)/python -m pytest -q -ra -m "not weights and not isolated"
 
 # Every benchmark writes JSON + PNG under bench/results/ (figures for the README; minutes each, not part of CI).
 bench: models

@@ -354,6 +354,7 @@ def test_gemma_prediction_within_10_percent_at_ctx_512(home_with_models):
     assert abs(report["error"]) <= 0.10, report
 
 
+@pytest.mark.isolated
 def test_tiny_transformers_prediction_within_10_percent(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
