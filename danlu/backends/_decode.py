@@ -150,16 +150,6 @@ def _timings(run: Run, n_out: int, start: float, prefilled: float, first: float)
     )
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two id lists share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def log_softmax_sum(rows: torch.Tensor, targets: Sequence[int]) -> float:
     """Sum of log p(target) over rows of logits (one row per target)."""
     logp = torch.log_softmax(rows.double(), dim=-1)

@@ -118,6 +118,16 @@ def complete(engine: Engine, ids: Sequence[int], params: GenerationParams) -> tu
     return "".join(parts), last
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two id lists share: the part of a prompt a cache can reuse."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def describe_variant(spec: ModelSpec, variant: Variant) -> str:
     """A short human label such as 'qwen2.5-coder-1.5b-instruct:q4_k_m'."""
     return f"{spec.id}:{variant.name}"

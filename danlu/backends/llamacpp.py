@@ -20,7 +20,7 @@ from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
-from .base import Capabilities, Chunk, GenerationParams, LoadPlan, Timings
+from .base import Capabilities, Chunk, GenerationParams, LoadPlan, Timings, common_prefix
 
 
 def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "LlamaCppEngine":
@@ -152,12 +152,7 @@ class LlamaCppEngine:
 
     def common_prefix(self, ids: Sequence[int]) -> int:
         """How many leading tokens of `ids` are already in the KV cache."""
-        n = 0
-        for a, b in zip(self.llm._input_ids, ids):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(self.llm._input_ids, ids)
 
     # --- evaluation -------------------------------------------------------------------------
     def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:

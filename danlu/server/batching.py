@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from danlu.backends.base import Chunk, GenerationParams, Timings
+from danlu.backends.base import Chunk, GenerationParams, Timings, common_prefix
 from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
@@ -128,13 +128,6 @@ class Slot:
         self.last_used = time.monotonic()
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class SlotTable:

@@ -17,8 +17,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from danlu.backends._decode import CachedPrefixEngine, Run, common_prefix, stream
-from danlu.backends.base import Capabilities, Chunk, GenerationParams
+from danlu.backends._decode import CachedPrefixEngine, Run, stream
+from danlu.backends.base import Capabilities, Chunk, GenerationParams, common_prefix
 
 from .common import HFEngineBase
 
