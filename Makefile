@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
+# The last line fetches llama.cpp's GGUF converter (from the llama-cpp-python sdist, once) for `danlu export`.
 models: setup
 	$(BIN)/danlu pull $(TEST_MODEL)
 	$(BIN)/danlu pull $(DEFAULT_MODEL)
+	$(BIN)/python -m danlu.finetune.export
 
 run: setup
 	$(BIN)/danlu pull $(DEFAULT_MODEL)

@@ -29,6 +29,7 @@ class Resolved:
     variant: Variant | None
     path: Path
     backend: str
+    adapters: tuple[Path, ...] = ()  # LoRA adapters applied on top, in order (served as `BASE+NAME`)
 
     @property
     def label(self) -> str:
@@ -93,6 +94,22 @@ def adapter_path(name_or_path: str, settings: Settings) -> Path:
     return named
 
 
+def for_adapters(resolved: Resolved, settings: Settings, backend_given: bool = False) -> Resolved:
+    """peft LoRA adapters run on the transformers backend; a GGUF base is read from its transformers copy,
+    made once and cached (danlu.finetune.base.gguf_as_hf), instead of being dequantized at every load."""
+    if resolved.backend == "llamacpp" and backend_given:
+        raise BackendUnavailable("llama.cpp 后端不能直接套用 peft LoRA：去掉 --backend，或先用 `danlu export` 合并导出 GGUF / "
+                                 "the llama.cpp backend cannot apply a peft LoRA: drop --backend, or merge it into a "
+                                 "GGUF with `danlu export` first")
+    if resolved.backend == "llamacpp":
+        resolved = replace(resolved, backend="transformers")
+    if resolved.backend == "transformers" and resolved.path.suffix == ".gguf":
+        from danlu.finetune.base import gguf_as_hf
+
+        resolved = replace(resolved, path=gguf_as_hf(resolved.path, settings))
+    return resolved
+
+
 def _backend_for_path(path: Path) -> str:
     if path.suffix == ".gguf":
         return "llamacpp"
@@ -136,6 +153,7 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
         resolved = replace(resolved, backend=backend)
     if "adapters" in extra:
         extra["adapters"] = [str(adapter_path(a, settings)) for a in extra["adapters"]]
+        resolved = for_adapters(resolved, settings, backend_given=backend is not None)
     if resolved.spec and resolved.spec.unsupported:
         raise BackendUnavailable(resolved.spec.unsupported)
     plan = make_plan(resolved, settings, n_ctx, force, **extra)

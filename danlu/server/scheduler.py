@@ -15,13 +15,14 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from danlu import catalog, loader, remotes
 from danlu.backends.base import Engine, GenerationParams
 from danlu.chat import tokenize_segments
 from danlu.errors import DanluError
+from danlu.finetune.adapters import served_ids, split_model_id
 from danlu.formats import ChatFormat
 from danlu.loader import Resolved
 from danlu.server import ServerSettings
@@ -94,6 +95,8 @@ class ModelScheduler:
         """An API model name to (key, what to load); unknown names are 404s that say what exists."""
         if name in self.aliases:
             return name, self.aliases[name]
+        if split_model_id(name):
+            return self._adapter(name)
         model_id, _, variant = name.partition(":")
         try:
             safe_name(model_id)
@@ -119,6 +122,19 @@ class ModelScheduler:
             return key, self.aliases[key]
         return key, Resolved(spec, chosen, store.weight_path(spec, chosen), spec.backend_for(chosen))
 
+    def _adapter(self, name: str) -> tuple[str, Resolved]:
+        """`BASE+NAME`: a LoRA from $DANLU_HOME/adapters on its (pulled) catalog base, served under its own id."""
+        info = served_ids(self.settings.base).get(name)
+        if info is None:
+            raise ApiError(404, f"没有适配器 {name}（`danlu adapters` 列出已有的）/ no adapter {name} (see `danlu adapters`)",
+                           param="model", code="model_not_found")
+        base_id, _, variant = info.base.partition(":")
+        try:
+            _, base = self._catalog(base_id, variant or None)
+        except DanluError as exc:
+            raise ApiError(404, str(exc), param="model", code="model_not_found") from None
+        return name, replace(base, adapters=(info.path,))
+
     def served_names(self) -> list[str]:
         """Aliases and loaded models, then every pulled catalog model, then the remotes."""
         names = list(dict.fromkeys([*self.aliases, *self.loaded]))
@@ -128,6 +144,7 @@ class ModelScheduler:
             if runnable and store.is_complete(spec, spec.variant()):
                 names.append(spec.id)
         names += [r.name for r in remotes.list_remotes(self.settings.base)]
+        names += [model_id for model_id in served_ids(self.settings.base) if _base_pulled(model_id, store)]
         return list(dict.fromkeys(names))
 
     # --- admission --------------------------------------------------------------------------
@@ -183,6 +200,8 @@ class ModelScheduler:
 
     async def _load(self, key: str, resolved: Resolved) -> ServedModel:
         async with self._load_lock:  # one load at a time, so the memory accounting sees each result
+            if resolved.adapters:  # a GGUF base becomes its cached transformers copy (made once, minutes)
+                resolved = await asyncio.to_thread(loader.for_adapters, resolved, self.settings.base)
             size = await asyncio.to_thread(predicted_bytes, resolved, self.settings)
             await self._make_room(size, key)
             try:
@@ -268,6 +287,8 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
         plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
         engine = runner = llamacpp_batched.load(spec, resolved.variant, plan)
     else:
+        if resolved.adapters:
+            extra["adapters"] = [str(path) for path in resolved.adapters]
         plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
         engine = loader.load_engine(spec, resolved.variant, plan, resolved.backend)
         runner = ThreadRunner(engine, settings.parallel if resolved.backend == "remote" else 1)
@@ -284,6 +305,8 @@ def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
     """Fit's prediction for the model at this server's KV size; file size × 1.2 when fit cannot say."""
     if resolved.backend == "remote":
         return 0
+    if resolved.adapters:  # an fp32 transformers folder: about its size on disk, plus activations
+        return int(_size_on_disk(resolved) * 1.2)
     cells = settings.context * cache_slots(settings) if resolved.backend == "llamacpp" else settings.context
     if resolved.spec is not None:
         try:
@@ -296,6 +319,16 @@ def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
         except (DanluError, ImportError, OSError, ValueError) as exc:
             log.warning("fit could not predict %s: %s", resolved.label, exc)
     return int(_size_on_disk(resolved) * 1.2)
+
+
+def _base_pulled(model_id: str, store: Store) -> bool:
+    """Whether the catalog base of adapter id `BASE+NAME` is downloaded (a path base is not served by id)."""
+    base_id, _, variant = split_model_id(model_id)[0].partition(":")
+    try:
+        spec = catalog.get(base_id)
+        return store.is_complete(spec, spec.variant(variant or None))
+    except DanluError:
+        return False
 
 
 def _size_on_disk(resolved: Resolved) -> int:

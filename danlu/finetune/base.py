@@ -1,0 +1,121 @@
+"""The base model a LoRA is trained on and merged into, as a transformers folder, and its prompt format.
+
+A base is a catalog id (`gemma-3-270m`), a transformers folder, or a .gguf file. transformers reads a
+GGUF by dequantizing every tensor, which takes a minute or two for gemma-3-270m; the result is saved
+once under $DANLU_HOME/cache/hf-from-gguf/ (keyed by the file's path, size and mtime), so training,
+merging and export after the first reuse it in seconds. The copy is plain fp32 safetensors: peft
+trains on it and `danlu.lora.merge_and_save` merges into it.
+
+The prompt format is the one `danlu chat` would pick for the same base (loader.choose_format: the
+model's own template first, then the catalog's named format), so a fine-tuned model is asked
+questions the way it was taught. A bare folder with neither needs `--format NAME`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from danlu.catalog.schema import ModelSpec
+from danlu.config import Settings
+from danlu.errors import DanluError
+from danlu.formats import ChatFormat, get_format
+from danlu.progress import say
+
+CACHE_SUBDIR = "hf-from-gguf"
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base model: how the user named it, its catalog facts (if any) and the transformers folder to load."""
+
+    ref: str
+    spec: ModelSpec | None
+    hf_dir: Path
+
+    @property
+    def model_id(self) -> str | None:
+        return self.spec.id if self.spec else None
+
+
+def prepare_base(ref: str, settings: Settings, show_progress: bool = True) -> Base:
+    """Resolve `ref` like every other command does, and make sure a transformers folder exists for it."""
+    from danlu.loader import resolve
+
+    resolved = resolve(ref, settings=settings)
+    if resolved.backend not in ("llamacpp", "transformers"):
+        raise DanluError(f"{ref} 用 {resolved.backend} 后端，LoRA 训练只支持 transformers 能加载的模型 / {ref} runs on "
+                         f"{resolved.backend}; LoRA training needs a model transformers can load")
+    return Base(ref, resolved.spec, hf_folder(resolved.path, settings, show_progress))
+
+
+def hf_folder(path: Path, settings: Settings, show_progress: bool = True) -> Path:
+    """A transformers folder for a folder, a weight file inside one, or a .gguf (converted once, cached)."""
+    path = Path(path).expanduser()
+    if path.suffix == ".gguf":
+        return gguf_as_hf(path, settings, show_progress)
+    folder = path if path.is_dir() else path.parent
+    if (folder / "adapter_config.json").exists():
+        raise DanluError(f"{folder} 是 LoRA 适配器，不是基础模型 / {folder} is a LoRA adapter, not a base model")
+    return folder
+
+
+def gguf_as_hf(gguf: Path, settings: Settings, show_progress: bool = True) -> Path:
+    """The GGUF dequantized by transformers and saved as safetensors, converted on first use only."""
+    target = cache_dir_for(gguf, settings)
+    if (target / "config.json").exists():
+        return target
+    say(f"首次把 {gguf.name} 转成 transformers 格式并缓存（小模型约 1–2 分钟）/ converting {gguf.name} for "
+        f"transformers once and caching it in {target} (1–2 min for a small model)", enabled=show_progress)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _dequantize_to(gguf, staging)
+    staging.rename(target)  # whole or not at all: a killed conversion leaves only the .partial folder
+    return target
+
+
+def cache_dir_for(gguf: Path, settings: Settings) -> Path:
+    """$DANLU_HOME/cache/hf-from-gguf/<stem>-<hash of path, size, mtime>: a changed file gets a new copy."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return settings.home / "cache" / CACHE_SUBDIR / f"{gguf.stem}-{key}"
+
+
+def _dequantize_to(gguf: Path, folder: Path) -> None:
+    import torch
+
+    from danlu.backends.hf import loading
+
+    source = loading.Source(gguf.parent, gguf.name)
+    tokenizer = loading.load_tokenizer(source, False)
+    model = loading.load_model(source, {}, loading.Placement("cpu", torch.float32), False, {})
+    _forget_gguf_origin(model)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+def _forget_gguf_origin(model: Any) -> None:
+    """transformers marks a model read from GGUF as 'quantized' and refuses to save it; its weights are
+    plain dequantized tensors by now (no GGUF kernels on CPU), so the marker is dropped."""
+    model.hf_quantizer = None
+    if "is_quantized" in vars(model):  # an instance flag in some transformers releases
+        model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def training_format(model: Any, tokenizer: Any, base: Base, name: str | None) -> ChatFormat:
+    """`--format NAME` if given, else what `danlu chat` picks for this base (template, then catalog)."""
+    if name:
+        return get_format(name)
+    from danlu.backends.hf.common import HFEngineBase
+    from danlu.loader import choose_format
+
+    engine = HFEngineBase(model, tokenizer, base.spec, n_ctx=1)  # token side only: what choose_format reads
+    if engine.chat_template() is None and base.spec is None:
+        raise DanluError(f"{base.ref} 没有自带对话模板，目录里也没有它：用 --format 指定（如 chatml）/ {base.ref} ships no "
+                         f"chat template and is not in the catalog: name a prompt format with --format (e.g. chatml)")
+    return choose_format(engine, base.spec, "transformers")
