@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DEFAULT_MODEL := qwen2.5-coder-1.5b-instruct
 TEST_MODEL    := gemma-3-270m
 
-.PHONY: setup run test test-fast models bench clean
+.PHONY: setup run test test-fast models browser bench clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,14 @@ run: setup
 	$(BIN)/danlu pull $(DEFAULT_MODEL)
 	$(BIN)/danlu chat $(DEFAULT_MODEL)
 
+# The web page's browser tests drive Debian's chromium (and need CJK fonts for the screenshots); installed once.
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	fc-list :lang=zh | grep -q . || (apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk)
+
 # The `isolated` tiny-transformers memory measurement is not part of CI: in a freshly built venv it reads
 # ~37% high (it passes in the development venv); run it by hand with `pytest -m isolated` (see README).
-test: models
+test: models browser
 	$(BIN)/python -m pytest -q -ra -m "not isolated"
 
 test-fast: setup

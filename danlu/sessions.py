@@ -152,3 +152,24 @@ def m003_eval_results(db: sqlite3.Connection) -> None:
         " average REAL NOT NULL, micro_average REAL NOT NULL, results TEXT NOT NULL, data TEXT NOT NULL,"
         " created REAL NOT NULL)"
     )
+
+
+@migration
+def m004_arena(db: sqlite3.Connection) -> None:
+    """Arena battles (two models, the same user turns), both transcripts, and one vote per battle (danlu/arena)."""
+    db.execute(
+        "CREATE TABLE battles (id TEXT PRIMARY KEY, anonymous INTEGER NOT NULL, model_a TEXT NOT NULL,"
+        " model_b TEXT NOT NULL, params TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, updated REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE battle_messages (id INTEGER PRIMARY KEY AUTOINCREMENT, battle_id TEXT NOT NULL"
+        " REFERENCES battles(id) ON DELETE CASCADE, side TEXT NOT NULL CHECK (side IN ('a', 'b')),"
+        " role TEXT NOT NULL, content TEXT NOT NULL, created REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX battle_messages_battle ON battle_messages(battle_id, side, id)")
+    db.execute(
+        "CREATE TABLE votes (id INTEGER PRIMARY KEY AUTOINCREMENT, battle_id TEXT NOT NULL UNIQUE"
+        " REFERENCES battles(id), model_a TEXT NOT NULL, model_b TEXT NOT NULL,"
+        " vote TEXT NOT NULL CHECK (vote IN ('a', 'b', 'tie', 'both_bad')), anonymous INTEGER NOT NULL,"
+        " transcript_a TEXT NOT NULL, transcript_b TEXT NOT NULL, created REAL NOT NULL)"
+    )

@@ -22,6 +22,7 @@ from danlu.server import ServerSettings
 from danlu.server.protocol import ApiError
 from danlu.server.routes import ClientGone, router
 from danlu.server.scheduler import ModelScheduler
+from danlu.web import install as install_web
 
 log = logging.getLogger(__name__)
 MAX_ERRORS_SHOWN = 3
@@ -39,6 +40,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     app.include_router(router)
+    install_web(app)  # the browser page at / and its /api routes (danlu/web)
     return app
 
 

@@ -62,6 +62,8 @@ def serve_command(
     app = create_app(settings)
     console.print(t(f"丹炉服务：http://{host}:{port}/v1（Ctrl-C 停止）", f"danlu serving at http://{host}:{port}/v1 "
                     "(Ctrl-C to stop)"), highlight=False)
+    console.print(t(f"网页（对话、竞技场、排行榜）：http://{host}:{port}/", f"web page (chat, arena, leaderboard): "
+                    f"http://{host}:{port}/"), highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
