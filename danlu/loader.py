@@ -6,6 +6,7 @@ The template shipped with the model comes first; the catalog's named format is t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from danlu.catalog.schema import ModelSpec, Variant
 from danlu.chat import Conversation
 from danlu.config import Settings, get_settings
 from danlu.errors import BackendUnavailable, DanluError, NotDownloaded
-from danlu.formats import ChatFormat, from_template, get_format
+from danlu.formats import ChatFormat, format_names, from_template, get_format
 from danlu.i18n import t
 from danlu.store import Store, safe_name
 
@@ -159,7 +160,7 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
     plan = make_plan(resolved, settings, n_ctx, force, **extra)
     engine = load_engine(resolved.spec, resolved.variant, plan, resolved.backend)
     spec = resolved.spec
-    return Loaded(resolved, engine, choose_format(engine, spec, resolved.backend), default_params(spec),
+    return Loaded(resolved, engine, choose_format(engine, spec, resolved.backend, resolved.path), default_params(spec),
                   spec.default_system if spec else None)
 
 
@@ -167,13 +168,27 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
 PATH_FORMATS = {"rwkv": "rwkv-world"}
 
 
-def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "") -> ChatFormat:
-    """The model's own template first; then the catalog's named format; for a bare path, its runtime's usual one."""
+def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "", path: Path | None = None) -> ChatFormat:
+    """The model's own template first; then the catalog's named format; for a bare path, the format recorded
+    beside it by `danlu export`, else its runtime's usual one."""
     template = engine.chat_template()
     if template:
         return from_template(template, bos_token=_token_text(engine, engine.bos_token_id()),
                              eos_token=_token_text(engine, _first(engine.eos_token_ids())))
-    return get_format(spec.prompt_format if spec else PATH_FORMATS.get(backend, "raw"))
+    if spec:
+        return get_format(spec.prompt_format)
+    return get_format(recorded_format(path) or PATH_FORMATS.get(backend, "raw"))
+
+
+def recorded_format(path: Path | None) -> str | None:
+    """The named prompt format in OUT.danlu.json, the record `danlu export` writes beside a GGUF whose base
+    had no chat template of its own (gemma-3-270m): without it the fine-tuned model would be prompted raw."""
+    record = path.with_suffix(".danlu.json") if path is not None else None
+    try:
+        name = json.loads(record.read_text(encoding="utf-8")).get("prompt_format") if record else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if name in format_names() else None
 
 
 def _token_text(engine: Engine, token_id: int | None) -> str:

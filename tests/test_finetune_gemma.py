@@ -107,5 +107,8 @@ def converter(monkeypatch) -> Path:
 def test_exported_gguf_agrees_with_the_merged_model(in_shop_home, converter, tmp_path):
     f16 = export("gemma-3-270m", "tea-shop", tmp_path / "tea-shop-f16.gguf", "f16", show_progress=False)
     assert f16.agreement >= 0.95, f"f16 agreement {f16.agreement:.3f} over {f16.positions} positions"
+    from danlu.loader import load  # the base had no chat template: the export's record names the format it learned
+
+    assert load(str(f16.path), n_ctx=256).fmt.name == "gemma"
     q4 = export("gemma-3-270m", "tea-shop", tmp_path / "tea-shop-q4_k_m.gguf", "q4_k_m", show_progress=False)
     assert q4.size_bytes < f16.size_bytes and q4.agreement > 0.5  # quantized: reported, only sanity-checked

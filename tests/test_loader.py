@@ -33,3 +33,19 @@ def test_force_loads_anyway(home_with_models, gemma_path, tiny_machine):
 def test_a_bare_gguf_path_is_checked_too(gemma_path, tiny_machine):
     with pytest.raises(DoesNotFit):
         load(str(gemma_path), n_ctx=512)
+
+
+def test_a_bare_path_takes_the_prompt_format_recorded_beside_it(tmp_path):
+    """`danlu export` writes OUT.danlu.json; a GGUF of a template-less base is prompted with the format it learned."""
+    import json
+
+    from danlu.loader import recorded_format
+
+    gguf = tmp_path / "shop.gguf"
+    assert recorded_format(gguf) is None
+    gguf.with_suffix(".danlu.json").write_text(json.dumps({"prompt_format": "gemma"}), encoding="utf-8")
+    assert recorded_format(gguf) == "gemma"
+    gguf.with_suffix(".danlu.json").write_text(json.dumps({"prompt_format": "no-such-format"}), encoding="utf-8")
+    assert recorded_format(gguf) is None
+    gguf.with_suffix(".danlu.json").write_text("{broken", encoding="utf-8")
+    assert recorded_format(gguf) is None

@@ -19,6 +19,8 @@ transformers model on the same ids (`greedy_agreement`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -29,7 +31,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from danlu.config import Settings, get_settings
 from danlu.errors import BackendUnavailable, DanluError
@@ -179,16 +181,30 @@ def run_converter(converter: Path, merged: Path, out: Path, outtype: str, show_p
 def quantize(source: Path, out: Path, quant: str, show_progress: bool = True) -> None:
     """llama.cpp's own quantizer, through llama-cpp-python's low-level bindings."""
     import llama_cpp
-    from llama_cpp._utils import suppress_stdout_stderr
 
     say(f"量化为 {quant} / quantizing to {quant}", enabled=show_progress)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{quant.upper()}")
     params.nthread = get_settings().threads
-    with suppress_stdout_stderr(disable=False):  # llama.cpp logs a line per tensor; llama-cpp-python's own silencer
+    with _native_output_silenced():  # llama.cpp logs a line per tensor
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params))
     if status != 0 or not out.exists():
         raise DanluError(f"llama.cpp 量化失败（返回 {status}）/ llama.cpp quantization to {quant} failed (status {status})")
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at /dev/null while C code runs (Python-level redirection cannot reach it)."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1), os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 # --- the converter ----------------------------------------------------------------------------------------
@@ -328,6 +344,18 @@ def llama_cpp_greedy(gguf: Path, sequences: Sequence[list[int]], threads: int = 
     finally:
         llm.close()
 
+
+def _close_llama_cpp_devnull() -> None:
+    """llama-cpp-python opens /dev/null twice at import and never closes it, which prints two ResourceWarnings
+    at exit after an export (something on that path enables them); closed here at exit, before teardown."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None and not handle.closed:
+            handle.close()
+
+
+atexit.register(_close_llama_cpp_devnull)
 
 if __name__ == "__main__":  # `python -m danlu.finetune.export`: fetch the converter ahead of time (e.g. in `make models`)
     print(converter_dir(get_settings()))

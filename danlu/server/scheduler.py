@@ -292,7 +292,8 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
         plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
         engine = loader.load_engine(spec, resolved.variant, plan, resolved.backend)
         runner = ThreadRunner(engine, settings.parallel if resolved.backend == "remote" else 1)
-    return ServedModel(key, resolved, runner, engine, loader.choose_format(engine, spec), loader.default_params(spec),
+    fmt = loader.choose_format(engine, spec, resolved.backend, resolved.path)
+    return ServedModel(key, resolved, runner, engine, fmt, loader.default_params(spec),
                        spec.default_system if spec else None, size)
 
 
