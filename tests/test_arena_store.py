@@ -103,3 +103,21 @@ def test_leaderboard_command_prints_a_table_in_chinese_or_english():
 def test_leaderboard_command_with_no_votes_says_how_to_get_some():
     result = CliRunner().invoke(app, ["leaderboard"])
     assert result.exit_code == 0 and "还没有匿名投票" in result.output
+
+
+def test_a_fine_tuned_adapter_is_offered_under_its_own_id_when_its_base_is_runnable(tmp_path):
+    """An adapter of a pulled base joins the picker (and anonymous battles) as BASE+NAME; one of a missing base does not."""
+    import json
+
+    from danlu.arena.battles import adapter_choices, catalog_choice
+    from danlu import catalog
+
+    settings = Settings(home=tmp_path)
+    for name, base in (("shop", "gemma-3-270m"), ("other", "qwen-14b")):
+        folder = settings.adapters_dir / name
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}), encoding="utf-8")
+        (folder / "danlu.json").write_text(json.dumps({"base": base}), encoding="utf-8")
+    base_row = catalog_choice(catalog.get("gemma-3-270m"), None, settings, False)
+    rows = adapter_choices(settings, [base_row])
+    assert [(r.id, r.kind, r.runnable) for r in rows] == [("gemma-3-270m+shop", "adapter", base_row.runnable)]

@@ -9,12 +9,13 @@ runs elsewhere and is always a candidate. The web page's model picker shows the 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from danlu import catalog, remotes
 from danlu.catalog.schema import ModelSpec
 from danlu.config import Settings
 from danlu.errors import DanluError
+from danlu.finetune.adapters import served_ids
 from danlu.fit import FitResult, fit_catalog
 from danlu.loader import availability
 
@@ -25,7 +26,7 @@ class ModelChoice:
 
     id: str
     name: str
-    kind: str  # catalog | remote
+    kind: str  # catalog | remote | adapter
     params_b: float | None
     variant: str | None
     size_bytes: int | None
@@ -70,7 +71,21 @@ def model_choices(settings: Settings, n_ctx: int | None = None, trust_remote_cod
     rows = [catalog_choice(spec, fits.get((spec.id, spec.variant().name)), settings, trust_remote_code)
             for spec in catalog.all_models()]
     rows += [remote_choice(r) for r in remotes.list_remotes(settings)]
+    rows += adapter_choices(settings, rows)
     return sorted(rows, key=lambda r: (not r.runnable, r.kind != "catalog", r.id))
+
+
+def adapter_choices(settings: Settings, rows: list[ModelChoice]) -> list[ModelChoice]:
+    """Fine-tuned adapters served as `BASE+NAME` (danlu finetune), runnable when their base is."""
+    bases = {row.id: row for row in rows if row.kind == "catalog"}
+    return [adapter_choice(info, bases[info.base]) for info in served_ids(settings).values() if info.base in bases]
+
+
+def adapter_choice(info, base: ModelChoice) -> ModelChoice:
+    """The base's row under the adapter's id: it runs on transformers with the base dequantized (fp32)."""
+    return replace(base, id=info.model_id, name=f"{base.name} + LoRA {info.name}", kind="adapter",
+                   size_bytes=info.size_bytes, speed="-",
+                   reason="LoRA 适配器，在 transformers 上运行 / a LoRA adapter, run on transformers")
 
 
 def runnable_names(choices: list[ModelChoice]) -> list[str]:
