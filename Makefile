@@ -49,6 +49,9 @@ bench: models
 	$(BIN)/python -m bench.serve_batch
 	$(BIN)/python -m bench.serve_prefix
 	$(BIN)/python -m bench.eval_speed
+	$(BIN)/python -m bench.raw_speed
+	$(BIN)/python -m bench.serve_overhead
+	$(BIN)/python -m bench.fit_table
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -30,7 +30,9 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Ll
         llm = llama_cpp.Llama(
             model_path=str(plan.path), n_ctx=plan.n_ctx, n_threads=plan.n_threads,
             n_gpu_layers=plan.gpu_layers, use_mmap=plan.use_mmap, verbose=False, seed=0,
-            **plan.extra.get("llama_kwargs", {}),
+            # prefill with the same threads: llama-cpp-python's default is every logical CPU, which made
+            # `--threads 1` prefill on 2 threads, ~6x slower on a busy 2-core machine (bench/raw_speed.py)
+            **{"n_threads_batch": plan.n_threads, **plan.extra.get("llama_kwargs", {})},
         )
     except (ValueError, RuntimeError) as exc:
         raise DanluError(

@@ -1,0 +1,83 @@
+"""Build llama.cpp's own `llama-bench` from the very source the installed llama-cpp-python was built from.
+
+The sdist of the installed version (pinned in pyproject.toml) is fetched with pip into bench/.build/,
+and configured through its own top-level CMakeLists.txt — the file scikit-build-core ran when pip built
+the wheel — so the vendored llama.cpp gets the wheel's options: Release, shared libraries, curl off,
+`GGML_NATIVE` on (llama.cpp's default outside cross-compiles: the wheel here carries AVX-512/VNNI code),
+OpenMP on, plus whatever `CMAKE_ARGS` pip saw. (The wheel's LLAVA_BUILD is turned off: llama.cpp's tools
+add the multimodal library themselves, and it is not what llama-bench measures.) With nvcc and a CUDA GPU present, `-DGGML_CUDA=on` is
+added, as a CUDA wheel is installed with. Only the `llama-bench` target is built; the binary is cached
+per version and device, so later runs skip all of this.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from importlib.metadata import version
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / ".build"
+DIST = "llama-cpp-python"
+
+
+def wheel_cmake_args(cuda: bool) -> list[str]:
+    """The options pip's build of the wheel used, spelled out (so SOURCE_DATE_EPOCH cannot turn off native)."""
+    args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON",
+            "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAVA_BUILD=OFF"]  # the tools add mtmd themselves; the wheel's copy of it is not benchmarked
+    args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
+    return args + (["-DGGML_CUDA=on"] if cuda else [])
+
+
+def cuda_available() -> bool:
+    """nvcc to compile with and an NVIDIA GPU to run on (danlu.hardware's detection)."""
+    from danlu.hardware import detect
+
+    gpu = detect().gpu
+    return shutil.which("nvcc") is not None and gpu is not None and gpu.kind == "cuda"
+
+
+def source_dir(ver: str) -> Path:
+    """The extracted sdist of llama-cpp-python `ver`, downloaded once with pip."""
+    src = CACHE / f"llama_cpp_python-{ver}"
+    if (src / "CMakeLists.txt").exists():
+        return src
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                    f"{DIST}=={ver}", "-d", str(CACHE)], check=True)
+    with tarfile.open(CACHE / f"llama_cpp_python-{ver}.tar.gz") as tar:
+        tar.extractall(CACHE, filter="data")
+    return src
+
+
+def llama_bench(cuda: bool | None = None) -> Path:
+    """Path to a llama-bench matching the installed llama-cpp-python; builds it the first time."""
+    cuda = cuda_available() if cuda is None else cuda
+    ver = version(DIST)
+    build = CACHE / f"build-{ver}-{'cuda' if cuda else 'cpu'}"
+    found = _find_binary(build)
+    if found:
+        return found
+    src = source_dir(ver)
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *generator, *wheel_cmake_args(cuda)], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(os.cpu_count() or 1)],
+                   check=True)
+    found = _find_binary(build)
+    if not found:
+        raise RuntimeError(f"built llama-bench but cannot find it under {build}")
+    return found
+
+
+def _find_binary(build: Path) -> Path | None:
+    hits = sorted(p for p in build.rglob("llama-bench") if p.is_file() and os.access(p, os.X_OK)) if build.exists() else []
+    return hits[0] if hits else None
+
+
+if __name__ == "__main__":
+    print(llama_bench())
