@@ -4,7 +4,7 @@ The naive loop is what a stateless server does each turn (FastChat-style): clear
 prefill the full conversation. Both loops run side by side in one process on the same model and
 the same turns; the reply texts of the danlu loop are fed to both so their prompts are identical.
 
-    python -m bench.chat_turns [MODEL] [--turns 10] [--max-tokens 96]
+    python -m bench.chat_turns [MODEL] [--turns 20] [--max-tokens 96]
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from danlu.loader import load
 QUESTIONS = [
     "请介绍一下长城的历史。", "长城有多长？", "为什么要修建长城？", "明长城和秦长城有什么区别？",
     "游览长城最好的季节是什么时候？", "八达岭长城怎么去？", "长城对中国文化有什么影响？",
-    "外国人怎么看长城？", "长城现在保护得怎么样？", "用三句话总结我们的对话。",
+    "外国人怎么看长城？", "长城现在保护得怎么样？", "山海关在长城的什么位置？", "嘉峪关为什么叫天下第一雄关？",
+    "修长城的砖是怎么烧出来的？", "孟姜女哭长城的故事讲了什么？", "长城上的烽火台怎么传递消息？",
+    "慕田峪和八达岭哪个人少一些？", "带老人去爬长城要注意什么？", "长城在哪些朝代修得最多？",
+    "有哪些关于长城的诗句？", "用三句话总结我们的对话。",
     "再推荐三个北京的景点。", "故宫有什么特别之处？", "颐和园和圆明园有什么关系？", "北京有哪些有名的小吃？",
     "烤鸭应该怎么吃？", "北京的胡同文化是什么？", "去北京旅游要准备什么？", "北京的地铁方便吗？",
     "北京和上海有什么不同？", "最后，给我一个三天的北京行程。",
@@ -99,7 +102,7 @@ def plot(result: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="qwen2.5-coder-1.5b-instruct")
-    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--ctx", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
