@@ -30,11 +30,13 @@ CACHE_SUBDIR = "hf-from-gguf"
 
 @dataclass(frozen=True)
 class Base:
-    """A base model: how the user named it, its catalog facts (if any) and the transformers folder to load."""
+    """A base model: how the user named it, its catalog facts (if any), the transformers folder to load, and the
+    file or folder it was resolved to (the GGUF the folder was made from, when it was)."""
 
     ref: str
     spec: ModelSpec | None
     hf_dir: Path
+    source: Path
 
     @property
     def model_id(self) -> str | None:
@@ -49,7 +51,7 @@ def prepare_base(ref: str, settings: Settings, show_progress: bool = True) -> Ba
     if resolved.backend not in ("llamacpp", "transformers"):
         raise DanluError(f"{ref} 用 {resolved.backend} 后端，LoRA 训练只支持 transformers 能加载的模型 / {ref} runs on "
                          f"{resolved.backend}; LoRA training needs a model transformers can load")
-    return Base(ref, resolved.spec, hf_folder(resolved.path, settings, show_progress))
+    return Base(ref, resolved.spec, hf_folder(resolved.path, settings, show_progress), resolved.path)
 
 
 def hf_folder(path: Path, settings: Settings, show_progress: bool = True) -> Path:

@@ -114,18 +114,9 @@ def merge(base: Base, adapter: Path, out_dir: Path, show_progress: bool = True) 
     say(f"合并 {adapter.name} 到 {base.ref} / merging {adapter.name} into {base.ref}", enabled=show_progress)
     merge_and_save(base.hf_dir, [adapter], out_dir, dtype="fp32")
     (out_dir / "danlu_merge.json").unlink(missing_ok=True)  # danlu's record, not a model file
-    gguf = _source_gguf(base)
-    if gguf is not None and not (out_dir / "tokenizer.model").exists():
-        write_sentencepiece_model(gguf, out_dir / "tokenizer.model")
+    if base.source.suffix == ".gguf" and not (out_dir / "tokenizer.model").exists():
+        write_sentencepiece_model(base.source, out_dir / "tokenizer.model")
     return out_dir
-
-
-def _source_gguf(base: Base) -> Path | None:
-    """The GGUF the base's transformers copy was made from, when it was made from one."""
-    from danlu.loader import resolve
-
-    path = resolve(base.ref).path
-    return path if path.suffix == ".gguf" else None
 
 
 def write_sentencepiece_model(gguf_path: Path, out: Path) -> bool:

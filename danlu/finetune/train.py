@@ -18,7 +18,6 @@ vocabulary the output layer is most of the cost of a step, and prompt positions 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import math
@@ -38,6 +37,7 @@ from danlu.finetune import checkpoint as ckpt
 from danlu.finetune.base import Base, prepare_base, training_format
 from danlu.finetune.data import IGNORE, Dataset, Example, encode_all, read_dataset
 from danlu.progress import Board, say
+from danlu.store import sha256_file
 
 ADAPTER_META = "danlu.json"  # danlu's record next to peft's adapter_config.json: base, data, losses, time
 VAL_SHARE, VAL_MAX = 0.1, 50  # held out from the training file when no --val is given
@@ -368,8 +368,4 @@ def _jsonable(record: Any) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).expanduser().open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(path).expanduser())

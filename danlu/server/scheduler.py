@@ -144,7 +144,7 @@ class ModelScheduler:
             if runnable and store.is_complete(spec, spec.variant()):
                 names.append(spec.id)
         names += [r.name for r in remotes.list_remotes(self.settings.base)]
-        names += [model_id for model_id in served_ids(self.settings.base) if _base_pulled(model_id, store)]
+        names += [model_id for model_id, info in served_ids(self.settings.base).items() if _base_pulled(info.base, store)]
         return list(dict.fromkeys(names))
 
     # --- admission --------------------------------------------------------------------------
@@ -322,9 +322,9 @@ def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
     return int(_size_on_disk(resolved) * 1.2)
 
 
-def _base_pulled(model_id: str, store: Store) -> bool:
-    """Whether the catalog base of adapter id `BASE+NAME` is downloaded (a path base is not served by id)."""
-    base_id, _, variant = split_model_id(model_id)[0].partition(":")
+def _base_pulled(base: str, store: Store) -> bool:
+    """Whether an adapter's catalog base (`id` or `id:variant`) is downloaded (a path base is not served by id)."""
+    base_id, _, variant = base.partition(":")
     try:
         spec = catalog.get(base_id)
         return store.is_complete(spec, spec.variant(variant or None))
