@@ -16,7 +16,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from danlu.chat import Message
 from danlu.loader import load
 
 QUESTIONS = [

@@ -30,7 +30,7 @@ from danlu.config import get_settings
 from danlu.loader import make_plan, resolve
 from danlu.server import ServerSettings
 from danlu.server.app import background_server
-from danlu.server.batching import SubmitOptions
+from danlu.backends.requests import SubmitOptions
 
 
 def decode_tps(streams: list[list[tuple[float, int]]]) -> float:

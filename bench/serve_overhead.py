@@ -37,7 +37,7 @@ from danlu.config import get_settings
 from danlu.loader import resolve
 from danlu.server import ServerSettings
 from danlu.server.app import background_server
-from danlu.server.batching import SubmitOptions
+from danlu.backends.requests import SubmitOptions
 from danlu.server.scheduler import load_served
 
 GOAL = 0.95

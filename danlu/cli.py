@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from functools import wraps
-from pathlib import Path
 from typing import Callable, Optional
 
 import typer

@@ -358,7 +358,6 @@ def test_gemma_prediction_within_10_percent_at_ctx_512(home_with_models):
 def test_tiny_transformers_prediction_within_10_percent(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from danlu.fit import measure
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from conftest import PRISTINE_ENV
 
-from danlu import hardware, memory
+from danlu import hardware
 from danlu.hardware import GiB, GPU, Hardware, detect, with_budget
 
 

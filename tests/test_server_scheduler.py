@@ -96,7 +96,7 @@ def test_requests_beyond_the_kv_cells_wait_for_room_instead_of_failing(gemma_pat
 
 def test_cancelling_a_waiting_request_never_runs_it(gemma_path):
     from danlu.backends import llamacpp_batched
-    from danlu.server.batching import Event
+    from danlu.backends.requests import Event
 
     engine = llamacpp_batched.load(None, None, LoadPlan(gemma_path, n_ctx=128, n_threads=1, extra={"parallel": 1}))
     events: list[Event] = []
@@ -116,7 +116,7 @@ def test_cancelling_a_waiting_request_never_runs_it(gemma_path):
 
 def test_a_failing_decode_step_ends_its_requests_with_an_error_and_the_engine_goes_on(gemma_path, monkeypatch):
     from danlu.backends import llamacpp_batched
-    from danlu.server.batching import EngineFault
+    from danlu.backends.requests import EngineFault
 
     engine = llamacpp_batched.load(None, None, LoadPlan(gemma_path, n_ctx=128, n_threads=1, extra={"parallel": 2}))
     ids = engine.tokenize("<bos>1, 2, 3,", special=True)
@@ -138,7 +138,7 @@ def test_a_failing_decode_step_ends_its_requests_with_an_error_and_the_engine_go
 
 def first_token(engine, ids: list[int]) -> tuple[dict[str, float], int]:
     """The top-5 log-probabilities of the first new token, and how many prompt tokens came from the cache."""
-    from danlu.server.batching import SubmitOptions
+    from danlu.backends.requests import SubmitOptions
 
     events: list = []
     engine.submit(ids, GenerationParams(max_tokens=1, temperature=0), events.append, SubmitOptions(logprobs=5))

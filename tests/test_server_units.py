@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from danlu.backends.base import GenerationParams
 from danlu.errors import DanluError
 from danlu.formats import from_template
-from danlu.server.batching import SlotTable
+from danlu.backends.slots import SlotTable
 from danlu.server.cli import parse_duration, remote_add_command, remote_list_command, remote_rm_command, serve_command
 from danlu.server.protocol import ChatCompletionRequest, CompletionRequest
 from danlu.server.security import check_bind, is_loopback

@@ -32,7 +32,7 @@ from danlu.progress import Board, tqdm_class
 from danlu.sources import is_network_error, pull, unreachable_reason
 from danlu.sources import hf, modelscope, pypi
 from danlu.sources.hf import choose_repo_files
-from danlu.store import PARTIAL_SUFFIX, Store, sha256_file
+from danlu.store import PARTIAL_SUFFIX, Store
 
 CHUNKS = [bytes([i]) * 3000 + os.urandom(1000) for i in range(1, 4)]
 WHOLE = b"".join(CHUNKS)

@@ -19,14 +19,22 @@ import threading
 import time
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
-
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals, _logger
+
+from danlu.backends.requests import (
+    EngineFault,
+    Event,
+    Overloaded,
+    Request,
+    SeqHandle,
+    SubmitOptions,
+    TokenLogprob,
+)
+from danlu.backends.slots import SlotTable
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
-from danlu.server.batching import (EngineFault, Event, Overloaded, Request, SeqHandle, SlotTable, SubmitOptions,
-                                   TokenLogprob)
 from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan

@@ -18,10 +18,22 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from danlu.backends.base import GenerationParams
+from danlu.backends.requests import EngineFault, Event, Overloaded, SubmitOptions
 from danlu.errors import DanluError
-from danlu.server.batching import AsyncEvents, EngineFault, Event, Overloaded, SubmitOptions, ThreadRunner
-from danlu.server.protocol import (ApiError, ChatCompletionRequest, ChatView, CompletionRequest, CompletionView,
-                                   ErrorResponse, ModelCard, ModelList, SamplingRequest, View, new_id)
+from danlu.server.protocol import (
+    ApiError,
+    ChatCompletionRequest,
+    ChatView,
+    CompletionRequest,
+    CompletionView,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    SamplingRequest,
+    View,
+    new_id,
+)
+from danlu.server.runners import AsyncEvents, ThreadRunner
 from danlu.server.scheduler import ModelScheduler, ServedModel
 from danlu.server.security import require_api_key
 

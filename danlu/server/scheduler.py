@@ -276,7 +276,7 @@ class ModelScheduler:
 
 def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: int) -> ServedModel:
     """Load weights (blocking): llama.cpp models get the batched engine, others a one-at-a-time runner."""
-    from danlu.server.batching import ThreadRunner
+    from danlu.server.runners import ThreadRunner
 
     spec = resolved.spec
     extra = {"trust_remote_code": settings.trust_remote_code}

@@ -21,7 +21,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 
-from danlu.server.batching import Event
+from danlu.backends.requests import Event
 from danlu.server.protocol import ApiError, ChatCompletionRequest
 from danlu.server.routes import Job, api_error, fitted_params, options_for, until_disconnect
 
