@@ -174,10 +174,18 @@ def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "", pat
     template = engine.chat_template()
     if template:
         return from_template(template, bos_token=_token_text(engine, engine.bos_token_id()),
-                             eos_token=_token_text(engine, _first(engine.eos_token_ids())))
+                             eos_token=_token_text(engine, _first(engine.eos_token_ids())),
+                             control_tokens=getattr(engine, "control_tokens", tuple)(), **_template_parsers(spec))
     if spec:
         return get_format(spec.prompt_format)
     return get_format(recorded_format(path) or PATH_FORMATS.get(backend, "raw"))
+
+
+def _template_parsers(spec: ModelSpec | None) -> dict:
+    """How a template-rendered model writes tool calls and thinking when the catalog says so (otherwise
+    the template tells: formats.jinja.detect_tool_protocol)."""
+    return {"tool_protocol": getattr(spec, "tool_protocol", None),
+            "reasoning": getattr(spec, "reasoning_parser", None)}
 
 
 def recorded_format(path: Path | None) -> str | None:

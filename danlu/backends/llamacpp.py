@@ -105,6 +105,10 @@ class LlamaCppEngine:
         """The vocabulary entry as text (special tokens included), for templates."""
         return self.llm._model.token_get_text(token_id)
 
+    def control_tokens(self) -> tuple[str, ...]:
+        """The texts that tokenize(special=True) turns into control tokens: what client text must never be."""
+        return control_token_texts(self._vocab, self.llm.n_vocab(), self.token_text)
+
     # --- generation -------------------------------------------------------------------------
     def generate(self, ids: Sequence[int], params: GenerationParams) -> Iterator[Chunk]:
         """Stream chunks; the KV cache of the longest common prefix with the last call is reused."""
@@ -226,3 +230,10 @@ def _timings(n_prompt: int, cached: int, n_out: int, start: float, first: float)
         prompt_tokens=n_prompt, cached_tokens=cached, completion_tokens=n_out, ttft_s=ttft,
         prompt_tps=(n_prompt - cached) / max(ttft, 1e-9), decode_tps=max(n_out - 1, 0) / decode_s,
     )
+
+
+def control_token_texts(vocab, n_vocab: int, text_of) -> tuple[str, ...]:
+    """Control and unknown tokens of a llama.cpp vocabulary (user-defined ones such as `<think>` parse the
+    same with special tokens on or off, so they are not control text)."""
+    mask = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    return tuple(text_of(t) for t in range(n_vocab) if llama_cpp.llama_vocab_get_attr(vocab, t) & mask)

@@ -38,7 +38,7 @@ from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan
-from .llamacpp import _check_gguf_magic
+from .llamacpp import _check_gguf_magic, control_token_texts
 
 PARALLEL = 4  # sequences decoded together
 N_BATCH = 512  # most tokens in one llama_decode
@@ -145,6 +145,9 @@ class BatchedLlamaEngine:
 
     def chat_template(self) -> str | None:
         return self._model.metadata().get("tokenizer.chat_template")
+
+    def control_tokens(self) -> tuple[str, ...]:
+        return control_token_texts(self._vocab, self.n_vocab, self.token_text)
 
     def token_text(self, token_id: int) -> str:
         return self._model.token_get_text(token_id)

@@ -300,7 +300,8 @@ def _probe_format(tokenizer: Any, name: str | None) -> Any:
         return get_format(name)
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, str):
-        return from_template(template, bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
+        return from_template(template, bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+                             control_tokens=tuple(tokenizer.all_special_tokens))
     return None
 
 

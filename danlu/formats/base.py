@@ -36,20 +36,33 @@ def _identity(text: str) -> str:
 class ChatFormat:
     """How one family of models wants its conversation written down.
 
-    `render(messages, add_generation_prompt)` returns the prompt as segments. `postprocess` undoes any
-    escaping the format applies to content, on the model's reply. `max_history_messages` is the number
-    of newest non-system messages the model's reference code keeps (the render applies it too, so the
-    caller can compare and say what was dropped). `includes_bos` is True when the rendering itself
-    starts with the BOS token text, so the tokenizer must not add a second one.
+    `render(messages, add_generation_prompt, **options)` returns the prompt as segments. Options are what a
+    chat template can be told beyond the messages: `tools` (OpenAI function definitions), `enable_thinking`
+    and any other `chat_template_kwargs`; a renderer ignores those it does not know. `postprocess` undoes any
+    escaping the format applies to content, on the model's reply. `max_history_messages` is the number of
+    newest non-system messages the model's reference code keeps (the render applies it too, so the caller
+    can compare and say what was dropped). `includes_bos` is True when the rendering itself starts with the
+    BOS token text, so the tokenizer must not add a second one. `tool_protocol` names how the model writes
+    tool calls (a parser in danlu/outputs/tool_calls.py) when it can take `tools` at all; `reasoning` names
+    how it writes its thinking (danlu/outputs/reasoning.py), None for models that do not think aloud.
     """
 
     name: str
-    render: Callable[[list[dict], bool], list[Segment]]
+    renderer: Callable[..., list[Segment]]
     stop_strings: tuple[str, ...] = ()
     postprocess: Callable[[str], str] = field(default=_identity)
     supports_system: bool = True
     max_history_messages: int | None = None
     includes_bos: bool = False
+    tool_protocol: str | None = None
+    reasoning: str | None = None
+    takes_options: bool = False  # the renderer accepts keyword options (templates do; named formats may)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, **options) -> list[Segment]:
+        """The prompt as markup and content segments; options the renderer cannot take are dropped."""
+        if self.takes_options:
+            return self.renderer(messages, add_generation_prompt, **options)
+        return self.renderer(messages, add_generation_prompt)
 
 
 _REGISTRY: dict[str, ChatFormat] = {}
@@ -61,7 +74,7 @@ def register_format(name: str, **attrs) -> Callable:
     def decorator(render: Callable[[list[dict], bool], list[Segment]]):
         if name in _REGISTRY:
             raise ValueError(f"prompt format {name!r} is registered twice")
-        _REGISTRY[name] = ChatFormat(name=name, render=render, **attrs)
+        _REGISTRY[name] = ChatFormat(name=name, renderer=render, **attrs)
         return render
 
     return decorator

@@ -2,21 +2,23 @@
 
 The template is rendered the way Hugging Face transformers renders it (jinja2's ImmutableSandboxedEnvironment
 with trim_blocks and lstrip_blocks, `raise_exception`, `strftime_now`, a `tojson` that keeps non-ASCII text,
-the `loopcontrols` extension and a pass-through `{% generation %}` tag), then split into segments:
+the `loopcontrols` extension and a pass-through `{% generation %}` tag), with the caller's options (`tools`,
+`enable_thinking`, other `chat_template_kwargs`) as template variables, then split into segments:
 
-1. Render once with the real messages: that string is the truth.
-2. Render again with each message's content replaced by a unique sentinel (private-use characters around
-   a random number, so user text cannot forge one) wrapped in whitespace pads. Text between sentinels is template markup. Whether a pad
-   survived tells whether the template trims content (`| trim`, `.strip()`), and the real content is
-   trimmed the same way. This handles templates that move content around, such as Gemma folding the system
-   prompt into the first user turn.
-3. Accept the split only if its concatenation equals the real rendering.
+1. Every client string (contents, tool definitions, tool-call arguments, tool results, past reasoning) goes
+   through the injection guard (guard.py) first: control-token text in it is bracketed by markers, so it
+   stays text whatever the template does with it.
+2. Render once with the real messages: that string is the truth.
+3. Render again with each message's content replaced by a unique sentinel (private-use characters around
+   a random number, so user text cannot forge one) wrapped in whitespace pads. Text between sentinels is
+   template markup. Whether a pad survived tells whether the template trims content (`| trim`, `.strip()`),
+   and the real content is trimmed the same way. This handles templates that move content around, such as
+   Gemma folding the system prompt into the first user turn. Accept the split only if its concatenation
+   equals the real rendering: content then tokenizes on its own, exactly as today's turns did.
 4. Otherwise the template changes content in some other way (Qwen3 dropping `<think>` blocks from past
-   replies, `| upper`, truncation). Fall back to anchoring on the markup: find the markup pieces from step 2
-   in the real rendering, in order, and treat everything between them as content. Markup that cannot be
-   found stays in a content gap, so the fallback errs towards plain text, never towards control tokens. A
-   warning is logged, because a user message that contains the template's exact markup could be misread in
-   this mode.
+   replies, `| upper`, a test on the content's text): the whole rendering is markup, and the guard's
+   brackets alone keep client text out of control tokens. No markup is searched for, so user text that
+   repeats the template's own markup cannot be mistaken for it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from danlu.errors import DanluError
 from danlu.formats.base import ChatFormat, Segment, markup, plain, tidy, to_text
+from danlu.formats.guard import Guard, as_markup
 
 log = logging.getLogger(__name__)
 
@@ -128,48 +131,82 @@ def split_probe(probe: str, nonce: str, messages: list[dict]) -> list[Segment]:
     return tidy(segments)
 
 
-def split_by_markup(real: str, markup_pieces: list[str]) -> list[Segment]:
-    """Fallback split: locate each markup piece in order; the text between pieces is content."""
-    segments, cursor = [], 0
-    for piece in markup_pieces:
-        found = real.find(piece, cursor)
-        if found < 0:
-            continue  # markup that depended on the content; its text stays in the content gap
-        segments += [plain(real[cursor:found]), markup(piece)]
-        cursor = found + len(piece)
-    segments.append(plain(real[cursor:]))
-    return tidy(segments)
-
-
-def render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token) -> list[Segment]:
-    """Render `messages` with a compiled template and split the result into markup and content."""
-    messages = [{**m, "content": m.get("content") or ""} for m in messages]
-    if not all(isinstance(m["content"], str) for m in messages):
+def normalized(messages: list[dict]) -> list[dict]:
+    """Messages as templates expect them: missing content is "", tool-call arguments sent as a JSON string
+    (OpenAI's wire form) become the object templates render with `tojson` (transformers' convention)."""
+    out = []
+    for message in messages:
+        message = {**message, "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            message["tool_calls"] = [_call_with_object_arguments(c) for c in message["tool_calls"]]
+        out.append(message)
+    if not all(isinstance(m["content"], str) for m in out):
         raise DanluError("消息内容必须是文本 / message content must be text")
+    return out
+
+
+def _call_with_object_arguments(call: dict) -> dict:
+    function = dict(call.get("function") or {})
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            function["arguments"] = parsed
+    return {**call, "function": function}
+
+
+def render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token, guard: Guard,
+                    options: dict | None = None) -> list[Segment]:
+    """Render `messages` with a compiled template and split the result into markup and content."""
+    messages = guard.wrap(normalized(messages))
     now = datetime.now()
-    variables = dict(add_generation_prompt=add_generation_prompt, bos_token=bos_token, eos_token=eos_token)
+    variables = dict(guard.wrap(options or {}), add_generation_prompt=add_generation_prompt, bos_token=bos_token,
+                     eos_token=eos_token)
     real = render_template(compiled, messages, now, **variables)
-    nonce = str(secrets.randbelow(10**12))  # digits survive `upper`/`lower`, so the fallback still finds markup
+    nonce = str(secrets.randbelow(10**12))  # digits survive `upper`/`lower`
     probe = render_template(compiled, _probe_messages(messages, nonce), now, **variables)
     segments = split_probe(probe, nonce, messages)
-    if to_text(segments) == real:
-        return segments
-    log.warning("chat template changes message content; splitting its output on markup anchors instead")
-    return split_by_markup(real, [s.text for s in segments if s.control])
+    if to_text(segments) != real:
+        log.debug("chat template changes message content; the rendering is read as markup with guarded client text")
+        segments = as_markup(real)
+    return guard.restore(segments)
 
 
 def from_template(
-    template: str, *, bos_token: str = "", eos_token: str = "", name: str = "model-template"
+    template: str, *, bos_token: str = "", eos_token: str = "", name: str = "model-template",
+    control_tokens: tuple[str, ...] | list[str] = (), tool_protocol: str | None = None, reasoning: str | None = None,
 ) -> ChatFormat:
-    """A ChatFormat that renders with the model's own Jinja chat template."""
+    """A ChatFormat that renders with the model's own Jinja chat template. `control_tokens` are the
+    vocabulary's control-token texts (guarded in client strings besides the common shapes); a template that
+    renders `tools` takes them (`tool_protocol` then names how the model writes its calls)."""
     compiled = compile_template(template)
+    guard_tokens = (*control_tokens, *(t for t in (bos_token, eos_token) if t))
 
-    def render(messages: list[dict], add_generation_prompt: bool = True) -> list[Segment]:
-        return render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token)
+    def render(messages: list[dict], add_generation_prompt: bool = True, **options) -> list[Segment]:
+        return render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token,
+                               Guard(guard_tokens), options)
 
     return ChatFormat(
         name=name,
-        render=render,
+        renderer=render,
         stop_strings=(eos_token,) if eos_token else (),
         includes_bos=bool(bos_token) and "bos_token" in template,
+        tool_protocol=(tool_protocol or detect_tool_protocol(template)) if renders_tools(template) else None,
+        reasoning=reasoning,
+        takes_options=True,
     )
+
+
+def detect_tool_protocol(template: str) -> str | None:
+    """How the model writes its calls, from what its template teaches it (the catalog may say otherwise)."""
+    if "<tool_call>" in template:
+        return "hermes"  # Qwen2.5, Qwen3, Hermes-style templates
+    return None
+
+
+def renders_tools(template: str) -> bool:
+    """Whether a template does anything with `tools` (Qwen2.5/Qwen3, Llama 3.1, GLM-4 templates do)."""
+    return re.search(r"\btools\b", template) is not None

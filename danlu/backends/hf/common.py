@@ -44,6 +44,12 @@ class HFEngineBase:
         """The vocabulary entry as text (special tokens included), for templates."""
         return str(self.tokenizer.convert_ids_to_tokens(token_id))
 
+    def control_tokens(self) -> tuple[str, ...]:
+        """Special tokens the tokenizer splits out when asked to (what client text must never become)."""
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        special = [t.content for t in added.values() if getattr(t, "special", False)]
+        return tuple(dict.fromkeys([*self.tokenizer.all_special_tokens, *special]))
+
     def eos_token_ids(self) -> set[int]:
         """The tokenizer's and generation config's end ids, plus the catalog's stop ids."""
         ids = {self.tokenizer.eos_token_id}
