@@ -97,7 +97,7 @@ def adapter_path(name_or_path: str, settings: Settings) -> Path:
 
 def for_adapters(resolved: Resolved, settings: Settings, backend_given: bool = False) -> Resolved:
     """peft LoRA adapters run on the transformers backend; a GGUF base is read from its transformers copy,
-    made once and cached (danlu.finetune.base.gguf_as_hf), instead of being dequantized at every load."""
+    made once and cached (danlu.backends.hf.from_gguf), instead of being dequantized at every load."""
     if resolved.backend == "llamacpp" and backend_given:
         raise BackendUnavailable("llama.cpp 后端不能直接套用 peft LoRA：去掉 --backend，或先用 `danlu export` 合并导出 GGUF / "
                                  "the llama.cpp backend cannot apply a peft LoRA: drop --backend, or merge it into a "
@@ -105,7 +105,7 @@ def for_adapters(resolved: Resolved, settings: Settings, backend_given: bool = F
     if resolved.backend == "llamacpp":
         resolved = replace(resolved, backend="transformers")
     if resolved.backend == "transformers" and resolved.path.suffix == ".gguf":
-        from danlu.finetune.base import gguf_as_hf
+        from danlu.backends.hf.from_gguf import gguf_as_hf
 
         resolved = replace(resolved, path=gguf_as_hf(resolved.path, settings))
     return resolved

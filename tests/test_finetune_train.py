@@ -165,12 +165,13 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_a_gguf_base_is_converted_once_and_cached(tmp_path, monkeypatch):
+    from danlu.backends.hf import from_gguf
     from danlu.finetune import base as base_module
 
     gguf, _ = tm.llama_gguf(tmp_path / "gguf")
     calls = []
-    real = base_module._dequantize_to
-    monkeypatch.setattr(base_module, "_dequantize_to", lambda *a: calls.append(a) or real(*a))
+    real = from_gguf._dequantize_to
+    monkeypatch.setattr(from_gguf, "_dequantize_to", lambda *a: calls.append(a) or real(*a))
     first = base_module.prepare_base(str(gguf), get_settings(), show_progress=False)
     second = base_module.prepare_base(str(gguf), get_settings(), show_progress=False)
     assert first.hf_dir == second.hf_dir and len(calls) == 1
