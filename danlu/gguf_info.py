@@ -101,6 +101,14 @@ def read_gguf(path: str | Path) -> GGUFInfo:
 
 
 @lru_cache(maxsize=32)
+def gguf_metadata(path: str | Path) -> dict[str, Any]:
+    """The header's key/value pairs (string arrays as their length), e.g. `tokenizer.chat_template`."""
+    try:
+        return _read_with_llamacpp(str(path))[0]
+    except (OSError, AttributeError):
+        return _read_with_gguf_package(str(path))[0]
+
+
 def _read_cached(path: str, size: int, mtime_ns: int) -> GGUFInfo:
     """Keyed by size and mtime so a re-pulled file is read again."""
     try:

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-__all__ = ["Bar", "Board", "console", "counter", "say", "transfer", "tqdm_class", "callback_class"]
+__all__ = ["Bar", "Board", "ListeningBoard", "console", "counter", "say", "transfer", "tqdm_class", "callback_class"]
 
 log = logging.getLogger("danlu")
 
@@ -134,6 +134,55 @@ class Board:
         with self._lock:
             task_id = self._progress.add_task(description, total=total, completed=completed, unit=unit)
         return Bar(self._progress, task_id)
+
+
+class ListeningBoard(Board):
+    """A board with no display that tells `listen(Report)` every change (a server streaming a pull's progress).
+
+    `listen` may raise (a client that went away): the work in progress stops there, as on Ctrl-C."""
+
+    def __init__(self, listen) -> None:
+        super().__init__(enabled=False)
+        self._listen = listen
+
+    def say(self, message: str) -> None:
+        log.info(message)
+        self._listen(Report(message))
+
+    def _add(self, description: str, total: int | None, completed: int, unit: str) -> Bar:
+        return _ListeningBar(self._listen, Report(description, completed, total, unit))
+
+
+class Report:
+    """One bar's state, or a message (no numbers)."""
+
+    def __init__(self, description: str, completed: float | None = None, total: float | None = None,
+                 unit: str = _ITEMS) -> None:
+        self.description, self.completed, self.total, self.unit = description, completed, total, unit
+        self.finished = False
+
+
+class _ListeningBar(Bar):
+    def __init__(self, listen, report: Report) -> None:
+        super().__init__(None, None)
+        self._listen, self._report = listen, report
+        listen(report)
+
+    def advance(self, amount: float) -> None:
+        self._report.completed = (self._report.completed or 0) + amount
+        self._listen(self._report)
+
+    def update(self, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        report = self._report
+        report.completed = report.completed if completed is None else completed
+        report.total = report.total if total is None else total
+        report.description = report.description if description is None else description
+        self._listen(report)
+
+    def close(self) -> None:
+        self._report.finished = True
+        self._listen(self._report)
 
 
 def say(message: str, *, enabled: bool = True) -> None:

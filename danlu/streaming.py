@@ -11,6 +11,10 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 
+#: The longest stop string, and all of a request's stop strings together, that a server accepts.
+MAX_STOP_CHARS = 256
+MAX_STOPS_TOTAL_CHARS = 2048
+
 
 @dataclass
 class StreamPiece:

@@ -48,7 +48,7 @@ def error_of(response: httpx.Response, status: int) -> dict:
     ({"model": "m", "messages": []}, "at least 1"),
     ({"model": "m", "messages": "hi"}, "`messages`"),
     ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, "role"),
-    ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content"),
+    ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "image_url"),
     ({"model": "m", "messages": USER, "temperature": -0.5}, "`temperature`"),
     ({"model": "m", "messages": USER, "temperature": "hot"}, "`temperature`"),
     ({"model": "m", "messages": USER, "max_tokens": 0}, "`max_tokens`"),
@@ -99,10 +99,13 @@ def test_health_models_and_ps_answer_without_models(url):
     assert httpx.get(url + "/api/ps", timeout=10).json()["models"] == []
 
 
-def test_api_key_is_required_on_v1_and_api(keyed_url):
-    for path in ("/v1/models", "/api/ps"):
+def test_api_key_is_required_on_v1_api_and_the_docs(keyed_url):
+    for path in ("/v1/models", "/api/sessions", "/openapi.json", "/docs"):
         error = error_of(httpx.get(keyed_url + path, timeout=10), 401)
         assert "Authorization: Bearer" in error["message"]
+    ollama = httpx.get(keyed_url + "/api/ps", timeout=10)  # Ollama's route: Ollama's error shape
+    assert ollama.status_code == 401 and "Authorization: Bearer" in ollama.json()["error"]
+    assert httpx.get(keyed_url + "/openapi.json", headers={"Authorization": "Bearer s3cret"}, timeout=10).json()["info"]
     error_of(httpx.get(keyed_url + "/v1/models", headers={"Authorization": "Bearer wrong"}, timeout=10), 401)
     ok = httpx.get(keyed_url + "/v1/models", headers={"Authorization": "Bearer s3cret"}, timeout=10)
     assert ok.status_code == 200

@@ -41,8 +41,9 @@ def chat(client, content="用一句话介绍长城。", **kwargs):
 
 
 def ps(url) -> dict:
+    """The first /api/ps row: Ollama's fields with danlu's extras merged in."""
     rows = httpx.get(url + "/api/ps", timeout=10).json()["models"]
-    return rows[0] if rows else {}
+    return {**rows[0], **rows[0]["danlu"]} if rows else {}
 
 
 # ---------------------------------------------------------------- the four client modes
@@ -229,5 +230,5 @@ def test_32_concurrent_streams_are_answered_or_refused_with_429_and_health_still
 
 def test_ps_shows_memory_and_cache(url):
     row = ps(url)
-    assert row["name"] == f"{GEMMA}:q4_k_m" and row["size"] > 200 << 20 and row["expires_at"] is None
+    assert row["name"] == f"{GEMMA}:q4_k_m" and row["size"] > 200 << 20 and row["expires_in_s"] is None
     assert row["slots"] == 2 * PARALLEL and row["kv_cells"] == N_CTX * row["slots"]  # one stream of n_ctx per slot

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import typer
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from danlu.backends.base import GenerationParams
@@ -14,8 +15,10 @@ from danlu.errors import DanluError
 from danlu.formats import from_template
 from danlu.backends.slots import SlotTable
 from danlu.server.cli import parse_duration, remote_add_command, remote_list_command, remote_rm_command, serve_command
-from danlu.server.protocol import ChatCompletionRequest, CompletionRequest
-from danlu.server.security import check_bind, is_loopback
+from danlu.server.errors import ApiError
+from danlu.server.openai.protocol import ChatCompletionRequest, CompletionRequest
+from danlu.server.security import allowed_host, check_bind, check_cors, host_name, is_loopback
+from danlu.server.service import resolve_params
 
 MSG = [{"role": "user", "content": "你好"}]
 
@@ -25,32 +28,80 @@ MSG = [{"role": "user", "content": "你好"}]
 
 def test_defaults_resolve_user_then_server_then_model():
     model = GenerationParams(temperature=0.3, top_p=0.8, top_k=64, max_tokens=256, stop=["<end>"])
-    request = ChatCompletionRequest(model="m", messages=MSG, top_p=0.5, stop="。")
-    params = request.generation_params(model, {"temperature": 0.9, "top_p": 0.1}, extra_stops=("<eot>",))
+    call = ChatCompletionRequest(model="m", messages=MSG, top_p=0.5, stop="。").to_call()
+    params = resolve_params(model, {"temperature": 0.9, "top_p": 0.1}, call.sampling, call.max_tokens, None,
+                            ["<eot>", *call.stop], room=1000)
     assert params.top_p == 0.5  # the user's
     assert params.temperature == 0.9  # the server's, the user gave none
     assert params.top_k == 64 and params.max_tokens == 256  # the model's
-    assert params.stop == ["<eot>", "<end>", "。"]  # user stops are added to the model's, never replace them
+    assert params.stop == ["<end>", "<eot>", "。"]  # user stops are added to the model's, never replace them
+
+
+def test_max_tokens_is_capped_by_the_room_the_context_leaves():
+    params = resolve_params(GenerationParams(max_tokens=512), {}, {}, None, None, [], room=100)
+    assert params.max_tokens == 100
 
 
 def test_max_completion_tokens_wins_and_developer_reads_as_system():
     request = ChatCompletionRequest(model="m", messages=[{"role": "developer", "content": [{"type": "text", "text": "a"}]}],
                                     max_tokens=9, max_completion_tokens=5)
-    assert request.requested_max_tokens() == 5
+    assert request.to_call().max_tokens == 5
     assert request.messages[0].as_dict() == {"role": "system", "content": "a"}
 
 
-@pytest.mark.parametrize("fields, param", [({"tools": [{"type": "function"}]}, "tools"),
-                                           ({"response_format": {"type": "json_object"}}, "response_format"),
-                                           ({"top_logprobs": 2}, "top_logprobs")])
+@pytest.mark.parametrize("fields, param", [
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages"),
+])
 def test_fields_danlu_cannot_honour_are_refused_by_name(fields, param):
-    assert ChatCompletionRequest(model="m", messages=MSG, **fields).unsupported()[0] == param
+    with pytest.raises(ApiError) as caught:
+        ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, **fields}).to_call()
+    assert caught.value.param == param and caught.value.status == 400
+
+
+def test_tools_tool_history_and_thinking_switches_reach_the_call():
+    call = ChatCompletionRequest.model_validate({
+        "model": "m", "reasoning_effort": "none", "tool_choice": "auto", "parallel_tool_calls": False,
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [{"role": "user", "content": "天气"},
+                     {"role": "assistant", "content": None, "tool_calls": [
+                         {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": "晴"}]}).to_call()
+    assert call.thinking is False and call.wants_tools and not call.parallel_tool_calls
+    assert call.messages[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert call.messages[2] == {"role": "tool", "content": "晴", "tool_call_id": "c1"}
+    kwargs = ChatCompletionRequest(model="m", messages=MSG, chat_template_kwargs={"enable_thinking": True, "x": 1})
+    assert kwargs.to_call().thinking is True and kwargs.to_call().template_kwargs == {"x": 1}
+
+
+def test_json_schema_response_format_becomes_a_constraint_request():
+    call = ChatCompletionRequest.model_validate({"model": "m", "messages": MSG, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}, "strict": True}}}).to_call()
+    assert call.response_format.kind == "json_schema" and call.response_format.strict
+    assert call.response_format.schema == {"type": "object"}
+
+
+def test_a_lone_surrogate_is_a_400_naming_the_field():
+    with pytest.raises(ApiError) as caught:
+        ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "a\ud800"}]})
+    assert caught.value.status == 400 and caught.value.param == "messages.0.content"
+
+
+@pytest.mark.parametrize("stop", [["x" * 257], ["y" * 200] * 11, ["s"] * 17])
+def test_stop_strings_are_bounded_in_length_and_number(stop):
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest(model="m", messages=MSG, stop=stop)
 
 
 def test_completion_takes_one_prompt_as_text_or_ids():
-    assert CompletionRequest(model="m", prompt=["one"]).prompt_value() == "one"
-    assert CompletionRequest(model="m", prompt=[1, 2, 3]).prompt_value() == [1, 2, 3]
-    assert CompletionRequest(model="m", prompt=["a", "b"]).unsupported()[0] == "prompt"
+    assert CompletionRequest(model="m", prompt=["one"]).to_call().prompt == "one"
+    assert CompletionRequest(model="m", prompt=[1, 2, 3]).to_call().prompt == [1, 2, 3]
+    with pytest.raises(ApiError) as caught:
+        CompletionRequest(model="m", prompt=["a", "b"]).to_call()
+    assert caught.value.param == "prompt"
 
 
 # ---------------------------------------------------------------- the prefix cache

@@ -19,7 +19,7 @@ from danlu.arena.store import ArenaStore
 from danlu.config import Settings
 from danlu.server import ServerSettings
 from danlu.server.app import create_app
-from danlu.server.protocol import ApiError
+from danlu.server.errors import ApiError
 from danlu.sessions import SessionStore
 from danlu.web import STATIC_DIR
 from danlu.web.battle_routes import _masker
@@ -36,7 +36,7 @@ def settings(tmp_path) -> ServerSettings:
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -84,7 +84,7 @@ def test_the_page_is_package_data():
 
 def test_with_an_api_key_the_page_loads_but_the_api_needs_the_bearer_key(tmp_path):
     keyed = ServerSettings(base=Settings(home=tmp_path), api_key="s3cret")
-    with TestClient(create_app(keyed)) as client:
+    with TestClient(create_app(keyed), base_url="http://127.0.0.1") as client:
         assert client.get("/").status_code == 200 and client.get("/static/js/api.js").status_code == 200
         error_of(client.get("/api/sessions"), 401)
         error_of(client.get("/api/leaderboard", headers={"Authorization": "Bearer wrong"}), 401)
@@ -174,10 +174,10 @@ def test_error_messages_of_an_anonymous_battle_do_not_name_its_models():
     battle = Battle("x", True, GEMMA, QWEN, {}, 0.0, 0, None)
     error = ApiError(429, f"模型 {GEMMA}:q4_k_m 排队已满 / the queue for {QWEN} is full", code="queue_full")
     hidden = hidden_error(error, _masker(battle))
-    assert GEMMA not in hidden.detail.message and QWEN not in hidden.detail.message
-    assert hidden.status == 429 and hidden.detail.code == "queue_full" and "model A" in hidden.detail.message
+    assert GEMMA not in hidden.message and QWEN not in hidden.message
+    assert hidden.status == 429 and hidden.code == "queue_full" and "model A" in hidden.message
     named = Battle("x", False, GEMMA, QWEN, {}, 0.0, 0, None)
-    assert GEMMA in hidden_error(error, _masker(named)).detail.message
+    assert GEMMA in hidden_error(error, _masker(named)).message
 
 
 BAD_REQUESTS = [
@@ -295,7 +295,7 @@ def test_one_turn_at_a_time_and_leaving_mid_turn_frees_both_models_and_saves_not
             assert "still answering" in error_of(vote, 409)  # and whole turns are judged; now hang up
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        busy = [m for m in httpx.get(f"{url}/api/ps", timeout=10).json()["models"] if m["in_flight"]]
+        busy = [m for m in httpx.get(f"{url}/api/ps", timeout=10).json()["models"] if m["danlu"]["in_flight"]]
         if not busy:
             break
         time.sleep(0.2)

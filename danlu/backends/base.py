@@ -40,6 +40,7 @@ class GenerationParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    constraint: Any = None  # danlu.outputs.grammar.Constraint: what the output must match (JSON, a grammar)
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,8 @@ class SeqHandle:
     def cancel(self) -> None:
         self._request.cancelled = True
         self._wake()
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the engine no longer works for this request: at once, since a batched engine's
+        memory is its own fixed pool and closing it ends every request it holds."""
+        callback()

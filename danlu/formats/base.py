@@ -44,7 +44,8 @@ class ChatFormat:
     can compare and say what was dropped). `includes_bos` is True when the rendering itself starts with the
     BOS token text, so the tokenizer must not add a second one. `tool_protocol` names how the model writes
     tool calls (a parser in danlu/outputs/tool_calls.py) when it can take `tools` at all; `reasoning` names
-    how it writes its thinking (danlu/outputs/reasoning.py), None for models that do not think aloud.
+    how it writes its thinking (danlu/outputs/reasoning.py), None for models that do not think aloud, and
+    `thinking` whether that thinking can be switched off (`enable_thinking`).
     """
 
     name: str
@@ -56,6 +57,7 @@ class ChatFormat:
     includes_bos: bool = False
     tool_protocol: str | None = None
     reasoning: str | None = None
+    thinking: str = "never"  # "hybrid" (a switch), "always" or "never": how the format's models think aloud
     takes_options: bool = False  # the renderer accepts keyword options (templates do; named formats may)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **options) -> list[Segment]:

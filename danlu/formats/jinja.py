@@ -189,15 +189,36 @@ def from_template(
         return render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token,
                                Guard(guard_tokens), options)
 
+    thinking = detect_thinking(template)
     return ChatFormat(
         name=name,
         renderer=render,
         stop_strings=(eos_token,) if eos_token else (),
         includes_bos=bool(bos_token) and "bos_token" in template,
         tool_protocol=(tool_protocol or detect_tool_protocol(template)) if renders_tools(template) else None,
-        reasoning=reasoning,
+        reasoning=reasoning or (detect_reasoning(render) if thinking != "never" else None),
+        thinking=thinking,
         takes_options=True,
     )
+
+
+def detect_thinking(template: str) -> str:
+    """"hybrid" when the template has Qwen3's switch, "always" when it writes think blocks without one
+    (DeepSeek-R1 distills, QwQ), else "never" (the catalog may say otherwise)."""
+    if "enable_thinking" in template:
+        return "hybrid"
+    return "always" if "<think>" in template else "never"
+
+
+def detect_reasoning(render) -> str:
+    """"r1" when the generation prompt itself opens the think block (the reply starts inside it), else "think"."""
+    try:
+        asked = to_text(render([{"role": "user", "content": "x"}], True))
+        told = to_text(render([{"role": "user", "content": "x"}], False))
+    except DanluError:
+        return "think"
+    opened = asked[len(told):] if asked.startswith(told) else asked[-32:]
+    return "r1" if "<think>" in opened and "</think>" not in opened else "think"
 
 
 def detect_tool_protocol(template: str) -> str | None:

@@ -1,10 +1,14 @@
 """danlu serve: an OpenAI-compatible API over local (and remote) models.
 
-- `protocol.py`: the OpenAI request/response shapes, modelled once in pydantic.
-- `app.py`: `create_app(settings) -> FastAPI`; `routes.py`: the endpoints, thin.
-- `scheduler.py`: which models are loaded, the memory budget, keep-alive, LRU eviction, bounded queues.
-- `batching.py`: generation events, the prefix-cache slot table, runners for one-at-a-time engines.
-- `security.py`: API key and bind checks; `cli.py`: `danlu serve` and `danlu remote …`.
+A request flows protocol → service → scheduler → engine:
+- `openai/` and `ollama/`: each wire protocol's request/response models and thin routes, nothing else.
+- `calls.py`: what a request asks and what comes back, in danlu's terms; `service.py`: chat and completion
+  over the scheduler (prompt, sampling, options); `generation.py`: one reply's events, parsed into thinking,
+  content and tool calls; `thinking.py`: the thinking switch; `errors.py`: errors before a protocol shapes them.
+- `resolver.py`: API model names → what to load; `scheduler.py`: which models are loaded, the memory budget,
+  keep-alive, LRU eviction, bounded queues; `runners.py`: one-at-a-time engines behind the batched surface.
+- `app.py`: `create_app(settings) -> FastAPI`; `security.py`: API key, bind and Host checks, CORS;
+  `cli.py`: `danlu serve` and `danlu remote …`.
 
 This module holds only `ServerSettings` (no FastAPI import), so backends and the CLI can use it cheaply.
 """
@@ -31,14 +35,25 @@ class ServerSettings(BaseModel):
     trust_remote_code: bool = Field(False, description="let API calls load models that run their own code")
     n_ctx: int | None = Field(None, description="context per request; default: the danlu setting (4096)")
     parallel: int = Field(4, ge=1, description="requests decoded together per model")
-    max_queue: int = Field(12, ge=0, description="requests waiting per model beyond `parallel`; then 429")
+    max_queue: int = Field(64, ge=0, description="requests waiting per model beyond `parallel`; then 429")
     cache_slots: int | None = Field(None, description="llama.cpp sequences kept as prefix cache; default 2 × parallel")
     sampling_defaults: dict[str, float] = Field(default_factory=dict, description=(
         "server-wide sampling defaults (temperature, top_p, max_tokens, …) between the user's and the model's"))
     memory_budget_bytes: int | None = Field(None, description="RAM/VRAM the loaded models may use; default: fit's")
     max_body_bytes: int = 8 << 20
+    thinking: dict[str, bool] = Field(default_factory=dict, description=(
+        "default thinking switch of hybrid models: model name → on/off, '*' for every model (`--thinking`)"))
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the API")
     base: Settings = Field(default_factory=get_settings, description="DANLU_HOME and the other danlu settings")
 
     @property
     def context(self) -> int:
         return self.n_ctx or self.base.n_ctx
+
+    def thinking_default(self, key: str) -> bool | None:
+        """`--thinking MODEL=on|off` for this model (by id or id:variant), else `--thinking on|off`, else None."""
+        model_id = key.partition(":")[0]
+        for name in (key, model_id, "*"):
+            if name in self.thinking:
+                return self.thinking[name]
+        return None

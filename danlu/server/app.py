@@ -1,8 +1,10 @@
 """`create_app(settings) -> FastAPI`: the server as a value, for `danlu serve`, tests and embedding.
 
-Every failure leaves as OpenAI's error body with a message that says what to change: bad JSON and wrong
-types (400, naming the field), unknown routes (404), too large a body (413), and anything unexpected
-(500, logged; a bug). Bodies over `max_body_bytes` are refused before they are read whole.
+Every failure leaves in the error body of the API it was asked through (Ollama's `{"error": "…"}` on its
+routes, OpenAI's everywhere else) with a message that says what to change: bad JSON and wrong types (400,
+naming the field), unknown routes (404), too large a body (413), and anything unexpected (500, logged; a
+bug). Bodies over `max_body_bytes` are refused before they are read whole. Without an API key only loopback
+Host names are served (security.py: DNS rebinding); CORS answers only the origins given with --cors-origin.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from starlette.exceptions import HTTPException
 from danlu import __version__
 from danlu.errors import DanluError
 from danlu.server import ServerSettings
-from danlu.server.protocol import ApiError
-from danlu.server.routes import ClientGone, router
+from danlu.server.errors import ApiError, describe_validation
+from danlu.server.generation import ClientGone
 from danlu.server.scheduler import ModelScheduler
+from danlu.server.security import HostCheck, install_cors, protect_docs
+from danlu.server.service import Service
 from danlu.web import install as install_web
 
 log = logging.getLogger(__name__)
-MAX_ERRORS_SHOWN = 3
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -34,14 +37,28 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     scheduler = ModelScheduler(settings)
     for name in settings.models:
         scheduler.add_alias(name)  # an unknown --model fails here, before the server starts
-    app = FastAPI(title="danlu", version=__version__, lifespan=_lifespan,
-                  description="丹炉 danlu：OpenAI 兼容接口 / an OpenAI-compatible API for local Chinese LLMs")
-    app.state.settings, app.state.scheduler = settings, scheduler
+    app = FastAPI(title="danlu", version=__version__, lifespan=_lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None, description="丹炉 danlu：OpenAI 与 Ollama 兼容接口 / OpenAI- and "
+                  "Ollama-compatible APIs for local Chinese LLMs")
+    app.state.settings, app.state.scheduler, app.state.service = settings, scheduler, Service(scheduler)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_cors(app, settings)
+    app.add_middleware(HostCheck, settings=settings)  # outermost: a rebound Host gets nothing, not even CORS
     _install_error_handlers(app)
-    app.include_router(router)
-    install_web(app)  # the browser page at / and its /api routes (danlu/web)
+    _install_routes(app)
     return app
+
+
+def _install_routes(app: FastAPI) -> None:
+    from danlu.server.ollama.routes import router as ollama_router
+    from danlu.server.openai.routes import router as openai_router
+    from danlu.server.status import router as status_router
+
+    app.include_router(status_router)
+    app.include_router(openai_router)
+    app.include_router(ollama_router)
+    protect_docs(app)  # /docs and /openapi.json, behind the API key when there is one
+    install_web(app)  # the browser page at / and its /api routes (danlu/web)
 
 
 @asynccontextmanager
@@ -67,34 +84,25 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def error_response(error: ApiError, request: Request | None = None) -> JSONResponse:
+    """The error in the body of the API the request used."""
+    body = error.ollama_body() if request is not None and is_ollama_path(request.url.path) else error.openai_body()
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def is_ollama_path(path: str) -> bool:
+    from danlu.server.ollama.routes import OLLAMA_PATHS
+
+    return path in OLLAMA_PATHS
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc)
+    return error_response(exc, request)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = describe_validation(exc.errors())
-    return error_response(ApiError(400, message, param=param, code="invalid_request"))
-
-
-def describe_validation(errors: list[dict]) -> tuple[str, str | None]:
-    """Pydantic's errors as one sentence naming each bad field, what it got and what it needs."""
-    if not errors:
-        return "请求无效 / invalid request", None
-    if errors[0].get("type") == "json_invalid":
-        detail = errors[0].get("ctx", {}).get("error", "")
-        return f"请求体不是合法的 JSON / the request body is not valid JSON ({detail}): send a JSON object", None
-    parts, first_param = [], None
-    for error in errors[:MAX_ERRORS_SHOWN]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        first_param = first_param or where
-        got = repr(error.get("input"))[:60] if error.get("type") != "missing" else "nothing"
-        parts.append(f"`{where}`: {error.get('msg')} (got {got})")
-    more = f"; and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-    return f"请求参数有误 / invalid request: {'; '.join(parts)}{more}", first_param
+    return error_response(ApiError(400, message, param=param, code="invalid_request"), request)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -102,11 +110,11 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
                 405: f"{request.url.path} 不接受 {request.method} / {request.url.path} does not accept {request.method}"}
     message = messages.get(exc.status_code, str(exc.detail))
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(ApiError(exc.status_code, message, type=kind, headers=dict(exc.headers or {})))
+    return error_response(ApiError(exc.status_code, message, type=kind, headers=dict(exc.headers or {})), request)
 
 
 async def _danlu_error(request: Request, exc: DanluError) -> JSONResponse:
-    return error_response(ApiError(400, str(exc)))
+    return error_response(ApiError(400, str(exc)), request)
 
 
 async def _client_gone(request: Request, exc: ClientGone) -> Response:
@@ -116,7 +124,7 @@ async def _client_gone(request: Request, exc: ClientGone) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(ApiError(500, f"服务器内部错误（这是 danlu 的缺陷，请报告）/ internal error (a danlu bug, please "
-                                   f"report it): {exc!r}", type="server_error"))
+                                   f"report it): {type(exc).__name__}", type="server_error"), request)
 
 
 # ---------------------------------------------------------------- body size
@@ -138,7 +146,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
-            response = error_response(ApiError(413, BodyTooLarge(self.max_bytes).detail))
+            response = error_response(ApiError(413, BodyTooLarge(self.max_bytes).detail), Request(scope))
             return await response(scope, receive, send)
         seen = 0
 

@@ -33,6 +33,19 @@ def parse_duration(text: str) -> float:
     return -1.0 if value < 0 else value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
+def parse_thinking(values: list[str]) -> dict[str, bool]:
+    """`on`, `off`, `MODEL=on` … → {"*": True, "MODEL": True}."""
+    words = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+    out: dict[str, bool] = {}
+    for value in values:
+        name, _, word = value.rpartition("=")
+        if word.strip().lower() not in words:
+            raise DanluError(f"--thinking 只接受 on/off 或 MODEL=on|off，不是 {value!r} / --thinking takes on, off or "
+                             f"MODEL=on|off, not {value!r}")
+        out[name.strip() or "*"] = words[word.strip().lower()]
+    return out
+
+
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="监听地址 / address to bind (non-loopback needs --api-key)"),
     port: int = typer.Option(8000, "--port", help="端口 / port"),
@@ -46,22 +59,31 @@ def serve_command(
                                            help="允许加载自带代码的模型 / let API calls load models that run their own code"),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="每个请求的上下文长度 / context per request"),
     parallel: int = typer.Option(4, "--parallel", help="每个模型同时解码的请求数 / requests decoded together per model"),
-    max_queue: int = typer.Option(12, "--max-queue", help="每个模型的排队上限，超出返回 429 / queue per model, then 429"),
+    max_queue: int = typer.Option(64, "--max-queue", help="每个模型的排队上限，超出返回 429 / queue per model, then 429"),
+    thinking: Optional[List[str]] = typer.Option(None, "--thinking", help=(
+        "混合思考模型默认开或关：on|off，或 MODEL=on|off（可重复）/ default thinking of hybrid models: on|off, or "
+        "MODEL=on|off (repeatable)")),
+    cors_origin: Optional[List[str]] = typer.Option(None, "--cors-origin", help=(
+        "允许浏览器应用从这个来源调用（可重复；* 需要 --api-key）/ let browser apps on this origin call the API "
+        "(repeatable; * needs --api-key)")),
 ) -> None:
-    """OpenAI 兼容的 API 服务 / serve an OpenAI-compatible API (chat, completions, models)."""
+    """OpenAI 与 Ollama 兼容的 API 服务 / serve OpenAI- and Ollama-compatible APIs (chat, completions, models)."""
     import uvicorn
 
     from danlu.server import ServerSettings
     from danlu.server.app import create_app
-    from danlu.server.security import check_bind
+    from danlu.server.security import check_bind, check_cors
 
     check_bind(host, api_key, insecure)
+    check_cors(list(cors_origin or []), api_key)
     settings = ServerSettings(host=host, port=port, models=list(model or []), api_key=api_key, max_loaded=max_loaded,
                               keep_alive_s=parse_duration(keep_alive), insecure=insecure,
-                              trust_remote_code=trust_remote_code, n_ctx=ctx, parallel=parallel, max_queue=max_queue)
+                              trust_remote_code=trust_remote_code, n_ctx=ctx, parallel=parallel, max_queue=max_queue,
+                              thinking=parse_thinking(thinking or []), cors_origins=list(cors_origin or []))
     app = create_app(settings)
-    console.print(t(f"丹炉服务：http://{host}:{port}/v1（Ctrl-C 停止）", f"danlu serving at http://{host}:{port}/v1 "
-                    "(Ctrl-C to stop)"), highlight=False)
+    console.print(t(f"丹炉服务：http://{host}:{port}/v1（OpenAI）与 http://{host}:{port}（Ollama）（Ctrl-C 停止）",
+                    f"danlu serving at http://{host}:{port}/v1 (OpenAI) and http://{host}:{port} (Ollama; Ctrl-C to "
+                    "stop)"), highlight=False)
     console.print(t(f"网页（对话、竞技场、排行榜）：http://{host}:{port}/", f"web page (chat, arena, leaderboard): "
                     f"http://{host}:{port}/"), highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)

@@ -10,21 +10,42 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from danlu.backends.base import GenerationParams
-from danlu.backends.requests import EngineFault, Event, Sink, SubmitOptions
+from danlu.backends.requests import EngineFault, Event, Overloaded, Sink, SubmitOptions
 from danlu.errors import DanluError
 
 
 class CancelHandle:
-    """Cancelling sets a flag the runner checks between chunks."""
+    """Cancelling sets a flag the runner checks between chunks; `when_done` waits for the worker to stop."""
 
     def __init__(self) -> None:
         self.cancelled = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._callbacks: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the worker thread, or now) once the worker has stopped for this request."""
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    @property
+    def is_done(self) -> bool:
+        return self._done
+
+    def finished(self) -> None:
+        with self._lock:
+            self._done, callbacks, self._callbacks = True, self._callbacks, []
+        for callback in callbacks:
+            callback()
 
 
 class ThreadRunner:
@@ -36,13 +57,21 @@ class ThreadRunner:
         self._lock = threading.Lock()
         self._active = 0
         self._waiting = 0
+        self._open: dict[CancelHandle, Sink] = {}  # requests not finished yet, to end them at close
 
     def submit(self, ids: Sequence[int], params: GenerationParams, sink: Sink,
                options: SubmitOptions = SubmitOptions()) -> CancelHandle:
         handle = CancelHandle()
         with self._lock:
             self._waiting += 1
-        self._pool.submit(self._run, list(ids), params, sink, handle)
+            self._open[handle] = sink
+        try:
+            self._pool.submit(self._run, list(ids), params, sink, handle)
+        except RuntimeError:  # the pool was shut down (the model is unloading)
+            with self._lock:
+                self._waiting -= 1
+            handle.finished()
+            sink(Event(error=Overloaded("模型已卸载，请重试 / the model was unloaded: retry")))
         return handle
 
     def _run(self, ids: list[int], params: GenerationParams, sink: Sink, handle: CancelHandle) -> None:
@@ -66,12 +95,23 @@ class ThreadRunner:
                 stream.close()
             with self._lock:
                 self._active -= 1
+                self._open.pop(handle, None)
+            handle.finished()
 
     def load_info(self) -> dict:
         return {"active": self._active, "waiting": self._waiting, "parallel": self.parallel}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop every request (running ones at their next chunk), wait for the workers, then free the engine."""
+        with self._lock:
+            still_open = list(self._open.items())
+        for handle, _ in still_open:
+            handle.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for handle, sink in still_open:  # those that never started: answered and released here
+            if not handle.is_done:
+                sink(Event(error=Overloaded("模型已卸载，请重试 / the model was unloaded: retry")))
+                handle.finished()
         self.engine.close()
 
 

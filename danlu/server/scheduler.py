@@ -2,11 +2,10 @@
 least recently used idle model for a new one, and bound each model's queue (past it: 429 + Retry-After).
 
 Ollama's scheduler is the model: a model is a loaded runner plus a count of requests in flight; nothing
-is unloaded while it has any. Names from API calls are resolved here, never by `loader.resolve`, which
-would read an existing file path: an API model name is a catalog id (`id` or `id:variant`, checked with
-the store's safe-name rule), a name registered with `danlu remote add`, or a name the operator served
-with `--model`. Memory per model comes from the fit module's prediction (weights + KV cells + compute),
-falling back to file size × 1.2 when fit has nothing to say (a bare path).
+is unloaded while it has any, and a request counts until its engine has stopped working for it. Names are
+resolved by resolver.py. Memory per model comes from the fit module's prediction (weights + KV cells +
+compute), falling back to file size × 1.2 when fit has nothing to say (a bare path). A request may set how
+long its model stays loaded afterwards (Ollama's `keep_alive`).
 """
 
 from __future__ import annotations
@@ -15,19 +14,18 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from danlu import catalog, loader, remotes
+from danlu import loader
 from danlu.backends.base import Engine, GenerationParams
 from danlu.chat import tokenize_segments
 from danlu.errors import DanluError
-from danlu.finetune.adapters import served_ids, split_model_id
 from danlu.formats import ChatFormat
 from danlu.loader import Resolved
 from danlu.server import ServerSettings
-from danlu.server.protocol import ApiError
-from danlu.store import Store, safe_name
+from danlu.server.errors import ApiError
+from danlu.server.resolver import ModelResolver
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +38,7 @@ class ServedModel:
 
     key: str
     resolved: Resolved
-    runner: Any  # BatchedLlamaEngine or batching.ThreadRunner: submit(ids, params, sink, options)
+    runner: Any  # BatchedLlamaEngine or runners.ThreadRunner: submit(ids, params, sink, options)
     engine: Engine
     fmt: ChatFormat
     params: GenerationParams
@@ -49,6 +47,8 @@ class ServedModel:
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     avg_request_s: float = 5.0
+    keep_alive_s: float | None = None  # set by a request (Ollama's keep_alive); None: the server's
+    gpu_layers: int = 0  # layers placed on a GPU (-1: all)
 
     @property
     def n_ctx(self) -> int:
@@ -59,11 +59,12 @@ class ServedModel:
         spec = self.resolved.spec
         return tuple(self.fmt.stop_strings) + (tuple(spec.stop_strings) if spec else ())
 
-    def chat_ids(self, messages: list[dict]) -> list[int]:
-        """Markup as special tokens, message text as plain text (chat.tokenize_segments): no injected controls."""
+    def chat_ids(self, messages: list[dict], **options) -> list[int]:
+        """Markup as special tokens, client text as plain text (chat.tokenize_segments): no injected controls.
+        `options` go to the format (tools, enable_thinking, chat_template_kwargs)."""
         if self.default_system and self.fmt.supports_system and all(m["role"] != "system" for m in messages):
             messages = [{"role": "system", "content": self.default_system}, *messages]
-        return tokenize_segments(self.engine, self.fmt.render(messages, True))
+        return tokenize_segments(self.engine, self.fmt.render(messages, True, **options))
 
     def text_ids(self, prompt: str) -> list[int]:
         adds_bos = getattr(self.engine, "adds_bos", lambda: False)()
@@ -76,7 +77,8 @@ class ModelScheduler:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.loaded: dict[str, ServedModel] = {}
-        self.aliases: dict[str, Resolved] = {}
+        self.resolver = ModelResolver(settings.base, settings.trust_remote_code)
+        self.masked: dict[str, int] = {}  # keys in an anonymous battle's turn: /api/ps must not tell them apart
         self._in_flight: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future] = {}
         self._load_lock = asyncio.Lock()
@@ -85,67 +87,13 @@ class ModelScheduler:
 
     # --- names ------------------------------------------------------------------------------
     def add_alias(self, name: str) -> str:
-        """A `--model` given by the operator (catalog id, remote name or path): served under its name."""
-        resolved = loader.resolve(name, settings=self.settings.base)
-        key = resolved.label if resolved.spec else (resolved.path.stem if resolved.backend != "remote" else name)
-        self.aliases[key] = resolved
-        return key
+        return self.resolver.add_alias(name)
 
     def resolve(self, name: str) -> tuple[str, Resolved]:
-        """An API model name to (key, what to load); unknown names are 404s that say what exists."""
-        if name in self.aliases:
-            return name, self.aliases[name]
-        if split_model_id(name):
-            return self._adapter(name)
-        model_id, _, variant = name.partition(":")
-        try:
-            safe_name(model_id)
-            if variant:
-                safe_name(variant, "variant")
-            remote = None if variant else remotes.find(model_id, self.settings.base)
-            if remote is not None:
-                return model_id, Resolved(None, None, remote.record_path, "remote")
-            return self._catalog(model_id, variant or None)
-        except DanluError as exc:
-            raise ApiError(404, f"{exc}（GET /v1/models 列出可用模型 / GET /v1/models lists the models served）",
-                           param="model", code="model_not_found") from None
-
-    def _catalog(self, model_id: str, variant: str | None) -> tuple[str, Resolved]:
-        spec = catalog.get(model_id)
-        self._check_allowed(spec)  # before the download check: refused whether pulled or not
-        chosen = spec.variant(variant)
-        store = Store(self.settings.base)
-        if not store.is_complete(spec, chosen):
-            raise DanluError(f"模型 {spec.id}:{chosen.name} 尚未下载 / not downloaded: run `danlu pull {spec.id}`")
-        key = f"{spec.id}:{chosen.name}"
-        if key in self.aliases:
-            return key, self.aliases[key]
-        return key, Resolved(spec, chosen, store.weight_path(spec, chosen), spec.backend_for(chosen))
-
-    def _adapter(self, name: str) -> tuple[str, Resolved]:
-        """`BASE+NAME`: a LoRA from $DANLU_HOME/adapters on its (pulled) catalog base, served under its own id."""
-        info = served_ids(self.settings.base).get(name)
-        if info is None:
-            raise ApiError(404, f"没有适配器 {name}（`danlu adapters` 列出已有的）/ no adapter {name} (see `danlu adapters`)",
-                           param="model", code="model_not_found")
-        base_id, _, variant = info.base.partition(":")
-        try:
-            _, base = self._catalog(base_id, variant or None)
-        except DanluError as exc:
-            raise ApiError(404, str(exc), param="model", code="model_not_found") from None
-        return name, replace(base, adapters=(info.path,))
+        return self.resolver.resolve(name)
 
     def served_names(self) -> list[str]:
-        """Aliases and loaded models, then every pulled catalog model, then the remotes."""
-        names = list(dict.fromkeys([*self.aliases, *self.loaded]))
-        store = Store(self.settings.base)
-        for spec in catalog.all_models():
-            runnable = not spec.unsupported and (self.settings.trust_remote_code or not spec.trust_remote_code)
-            if runnable and store.is_complete(spec, spec.variant()):
-                names.append(spec.id)
-        names += [r.name for r in remotes.list_remotes(self.settings.base)]
-        names += [model_id for model_id, info in served_ids(self.settings.base).items() if _base_pulled(info.base, store)]
-        return list(dict.fromkeys(names))
+        return self.resolver.served_names(list(self.loaded))
 
     # --- admission --------------------------------------------------------------------------
     async def acquire(self, name: str) -> ServedModel:
@@ -165,7 +113,9 @@ class ModelScheduler:
         served.in_flight += 1
         return served
 
-    def release(self, served: ServedModel, duration_s: float) -> None:
+    def release(self, served: ServedModel, duration_s: float, keep_alive_s: float | None = None) -> None:
+        if keep_alive_s is not None:
+            served.keep_alive_s = keep_alive_s
         served.in_flight -= 1
         self._in_flight[served.key] = self._in_flight.get(served.key, 1) - 1
         served.last_used = time.monotonic()
@@ -176,15 +126,6 @@ class ModelScheduler:
         per_request = served.avg_request_s if served else 5.0
         waiting = max(self._in_flight.get(key, 0) - self.settings.parallel + 1, 1)
         return max(1, math.ceil(per_request * waiting / self.settings.parallel))
-
-    def _check_allowed(self, spec) -> None:
-        """Remote-code models only with --trust-remote-code; models danlu cannot run say why."""
-        if spec.trust_remote_code and not self.settings.trust_remote_code:
-            raise ApiError(403, f"{spec.id} 需要运行模型自带的代码，服务器未以 --trust-remote-code 启动 / {spec.id} runs "
-                           "code shipped with its weights; this server was not started with --trust-remote-code",
-                           type="permission_error", param="model", code="remote_code_not_trusted")
-        if spec.unsupported:
-            raise ApiError(400, spec.unsupported, param="model", code="model_unsupported")
 
     # --- loading and unloading --------------------------------------------------------------
     async def _loaded(self, key: str, resolved: Resolved) -> ServedModel:
@@ -239,7 +180,7 @@ class ModelScheduler:
         return sum(m.size_bytes for m in self.loaded.values())
 
     async def preload(self) -> None:
-        for key in list(self.aliases):
+        for key in list(self.resolver.aliases):
             served = await self.acquire(key)
             self.release(served, served.avg_request_s)
 
@@ -253,19 +194,22 @@ class ModelScheduler:
             await self.reap_idle()
 
     async def reap_idle(self) -> None:
-        keep = self.settings.keep_alive_s
-        if keep < 0:
-            return
         now = time.monotonic()
-        for served in [m for m in self.loaded.values() if self.is_idle(m) and now - m.last_used >= keep]:
-            await self.unload(served.key)
+        for served in [m for m in self.loaded.values() if self.is_idle(m)]:
+            keep = self.keep_alive(served)
+            if keep >= 0 and now - served.last_used >= keep:
+                await self.unload(served.key)
+
+    def keep_alive(self, served: ServedModel) -> float:
+        return self.settings.keep_alive_s if served.keep_alive_s is None else served.keep_alive_s
 
     def expires_in(self, served: ServedModel) -> float | None:
-        if self.settings.keep_alive_s < 0:
+        keep = self.keep_alive(served)
+        if keep < 0:
             return None
         if served.in_flight:
-            return self.settings.keep_alive_s
-        return max(0.0, self.settings.keep_alive_s - (time.monotonic() - served.last_used))
+            return keep
+        return max(0.0, keep - (time.monotonic() - served.last_used))
 
     async def close(self) -> None:
         if self._reaper:
@@ -294,7 +238,7 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
         runner = ThreadRunner(engine, settings.parallel if resolved.backend == "remote" else 1)
     fmt = loader.choose_format(engine, spec, resolved.backend, resolved.path)
     return ServedModel(key, resolved, runner, engine, fmt, loader.default_params(spec),
-                       spec.default_system if spec else None, size)
+                       spec.default_system if spec else None, size, gpu_layers=plan.gpu_layers)
 
 
 def cache_slots(settings: ServerSettings) -> int:
@@ -320,16 +264,6 @@ def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
         except (DanluError, ImportError, OSError, ValueError) as exc:
             log.warning("fit could not predict %s: %s", resolved.label, exc)
     return int(_size_on_disk(resolved) * 1.2)
-
-
-def _base_pulled(base: str, store: Store) -> bool:
-    """Whether an adapter's catalog base (`id` or `id:variant`) is downloaded (a path base is not served by id)."""
-    base_id, _, variant = base.partition(":")
-    try:
-        spec = catalog.get(base_id)
-        return store.is_complete(spec, spec.variant(variant or None))
-    except DanluError:
-        return False
 
 
 def _size_on_disk(resolved: Resolved) -> int:

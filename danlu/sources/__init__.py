@@ -66,11 +66,12 @@ class PullJob:
 
 
 def pull(spec: ModelSpec, variant_name: str | None = None, source: str | None = None,
-         progress: bool = True, *, settings: Settings | None = None) -> Path:
-    """Bring a variant's weights into the store; a no-op (that says so) when they are already there."""
+         progress: bool = True, *, settings: Settings | None = None, board: Board | None = None) -> Path:
+    """Bring a variant's weights into the store; a no-op (that says so) when they are already there.
+    `board` replaces the terminal display (a server streams a pull's progress through a ListeningBoard)."""
     store = Store(settings)
     variant = variant_of(spec, variant_name)
-    with Board(progress) as board:
+    with board or Board(progress) as board:
         if store.is_complete(spec, variant):
             path = store.weight_path(spec, variant)
             words = _done_words(store.read_manifest(spec, variant).verified)

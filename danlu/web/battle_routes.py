@@ -22,8 +22,8 @@ from starlette.background import BackgroundTask
 from danlu.arena.battles import NoPair, model_choices, pick_pair, runnable_names
 from danlu.arena.store import SIDES, ArenaStore, Battle, BattleClosed, BattleNotFound, NothingToJudge
 from danlu.errors import DanluError
-from danlu.server.protocol import ApiError
-from danlu.server.routes import SSE_HEADERS
+from danlu.server.errors import ApiError
+from danlu.server.openai.routes import SSE_HEADERS
 from danlu.server.security import require_api_key
 from danlu.web.duel import Side, duel_stream, hidden_error, open_both, open_side
 from danlu.web.routes import session_store
@@ -111,10 +111,35 @@ def _refuse_if_answering(request: Request, battle_id: str) -> set[str]:
 
 
 def _claim_turn(request: Request, battle: Battle) -> Callable[[], None]:
-    """One turn at a time per battle (two at once would interleave its transcripts); returns the release."""
+    """One turn at a time per battle (two at once would interleave its transcripts); returns the release. While
+    an anonymous battle answers, /api/ps shows nothing that tells its two models apart."""
     answering = _refuse_if_answering(request, battle.id)
     answering.add(battle.id)
-    return lambda: answering.discard(battle.id)
+    masked = request.app.state.scheduler.masked
+    names = _mask_names(request, battle) if battle.anonymous and battle.vote is None else []
+    for key in names:
+        masked[key] = masked.get(key, 0) + 1
+    released = []
+
+    def release() -> None:
+        if released:
+            return
+        released.append(True)
+        answering.discard(battle.id)
+        for key in names:
+            masked[key] -= 1
+    return release
+
+
+def _mask_names(request: Request, battle: Battle) -> list[str]:
+    """The scheduler keys of the battle's two models."""
+    keys = []
+    for name in (battle.model_a, battle.model_b):
+        try:
+            keys.append(request.app.state.scheduler.resolve(name)[0])
+        except ApiError:
+            pass
+    return keys
 
 
 async def _start_turn(request: Request, store: ArenaStore, battle: Battle, content: str) -> list[Side]:
@@ -145,7 +170,7 @@ async def battle_turn(battle_id: str, body: BattleTurn, request: Request) -> Str
 
     async def close_all() -> None:  # when the stream never ran (the client left first); a no-op otherwise
         for side in sides:
-            side.job.close()
+            side.close()
         release()
 
     return StreamingResponse(duel_stream(sides, save, _masker(battle), release), media_type="text/event-stream",

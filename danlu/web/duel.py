@@ -1,12 +1,13 @@
 """One battle turn: the same messages go to two models at once, and their two streams become one.
 
-Each side is an ordinary chat completion inside the server (the scheduler's admission, loading on first use,
-batching, sampling resolution and context checks of routes.py), started together so both decode at the same
-time. The turn is answered only once both sides have their first event, so a model that cannot load or a
-prompt that does not fit is a 4xx rather than a broken stream. The merged stream is Server-Sent Events:
+Each side is an ordinary chat call through the server's service (admission, loading on first use, batching,
+sampling resolution, context checks, thinking split from the answer), started together so both decode at
+the same time. The turn is answered only once both sides have their first event, so a model that cannot load
+or a prompt that does not fit is a 4xx rather than a broken stream. The merged stream is Server-Sent Events:
 
     data: {"side": "a", "delta": "…"}                    a piece of the left model's reply
-    data: {"side": "b", "finish_reason": "stop", "completion_tokens": 12}
+    data: {"side": "a", "delta": "", "reasoning": "…"}   a piece of its thinking (shown folded)
+    data: {"side": "b", "finish_reason": "stop", "completion_tokens": 12, "reasoning_tokens": 0}
     data: {"side": "a", "error": "…"}                    that side failed mid-way (the turn is not saved)
     data: {"saved": true, "n_turns": 2}                  both finished; the turn is in the database
     data: [DONE]
@@ -16,25 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
 from fastapi import Request
 
-from danlu.backends.requests import Event
-from danlu.server.protocol import ApiError, ChatCompletionRequest
-from danlu.server.routes import Job, api_error, fitted_params, options_for, until_disconnect
+from danlu.server.calls import ChatCall, Piece
+from danlu.server.errors import ApiError
+from danlu.server.generation import Generation
+
+log = logging.getLogger(__name__)
+SETTINGS = ("temperature", "top_p")  # what a battle's settings pass as sampling (max_tokens apart)
 
 
 @dataclass
 class Side:
-    """One model's half of a turn: its running job, the first event, and what it has said so far."""
+    """One model's half of a turn: its running generation, and what it has said so far."""
 
     name: str  # 'a' or 'b'
-    job: Job
-    first: Event
+    generation: Generation
+    model_key: str
     parts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     tokens: int = 0
+    reasoning_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
 
@@ -42,22 +49,20 @@ class Side:
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def thinking(self) -> str:
+        return "".join(self.reasoning)
+
+    def close(self) -> None:
+        self.generation.close()
+
 
 async def open_side(request: Request, name: str, model: str, messages: list[dict], settings: dict) -> Side:
-    """Admit, load if needed, tokenize and start one side; wait for its first event (errors raise ApiError)."""
-    body = ChatCompletionRequest.model_validate({"model": model, "messages": messages, "stream": True, **settings})
-    job = await Job.open(request, model)
-    try:
-        ids = job.prompt(lambda: job.served.chat_ids([m.as_dict() for m in body.messages]))
-        params = fitted_params(body, job, ids, "messages", job.served.model_stops)
-        job.start(ids, params, options_for(body, job.served, None))
-        first = await until_disconnect(job.events.get(), request)
-        if first.error:
-            raise api_error(first.error)
-        return Side(name, job, first)
-    except BaseException:
-        job.close()
-        raise
+    """Admit, load if needed, render and start one side, as any chat completion; errors raise ApiError."""
+    call = ChatCall(model=model, messages=messages, sampling={k: settings[k] for k in SETTINGS if k in settings},
+                    max_tokens=settings.get("max_tokens"))
+    generation = await request.app.state.service.chat(call, request)
+    return Side(name, generation, generation.job.served.key)
 
 
 async def open_both(request: Request, openers: list[Awaitable[Side]]) -> list[Side]:
@@ -67,55 +72,63 @@ async def open_both(request: Request, openers: list[Awaitable[Side]]) -> list[Si
     if failures:
         for side in results:
             if isinstance(side, Side):
-                side.job.close()
+                side.close()
         raise failures[0]
     return list(results)
 
 
-async def _side_events(side: Side) -> AsyncIterator[Event]:
-    event = side.first
-    while True:
-        yield event
-        if event.error or event.chunk.finish_reason:
-            return
-        event = await side.job.events.get()
-
-
-async def merged(sides: list[Side]) -> AsyncIterator[tuple[Side, Event]]:
-    """Both sides' events as they come; one side finishing does not wait for the other."""
-    queue: asyncio.Queue[tuple[Side, Event | None]] = asyncio.Queue()
+async def merged(sides: list[Side]) -> AsyncIterator[tuple[Side, Piece | Exception]]:
+    """Both sides' pieces as they come (or the error that ended a side); one side finishing does not wait."""
+    queue: asyncio.Queue[tuple[Side, Piece | Exception | None]] = asyncio.Queue()
 
     async def pump(side: Side) -> None:
-        async for event in _side_events(side):
-            await queue.put((side, event))
+        try:
+            async for piece in side.generation.pieces():
+                await queue.put((side, piece))
+        except Exception as exc:  # noqa: BLE001 — reported on that side only, names hidden by the caller
+            await queue.put((side, exc))
         await queue.put((side, None))
 
     tasks = [asyncio.ensure_future(pump(side)) for side in sides]
     try:
         running = len(sides)
         while running:
-            side, event = await queue.get()
-            if event is None:
+            side, item = await queue.get()
+            if item is None:
                 running -= 1
             else:
-                yield side, event
+                yield side, item
     finally:
         for task in tasks:
             task.cancel()
 
 
-def _record(side: Side, event: Event, hide: Callable[[str], str]) -> dict:
-    """Update the side with one event; the SSE payload describing it."""
-    if event.error:
-        side.error = hide(api_error(event.error).detail.message)
+def _failure(error: Exception, hide: Callable[[str], str]) -> str:
+    """What the page may read of a side's failure: an ApiError's message with names masked, nothing else."""
+    if isinstance(error, ApiError):
+        return hide(error.message)
+    log.error("battle side failed: %r", error)
+    return "生成失败（服务器日志有详情）/ generation failed (details in the server log)"
+
+
+def _record(side: Side, item: Piece | Exception, hide: Callable[[str], str]) -> dict:
+    """Update the side with one piece; the SSE payload describing it."""
+    if isinstance(item, Exception):
+        side.error = _failure(item, hide)
         return {"side": side.name, "error": side.error}
-    side.parts.append(event.chunk.text)
-    side.tokens += len(event.chunk.token_ids)
-    if event.chunk.finish_reason:
-        side.finish_reason = event.chunk.finish_reason
-        return {"side": side.name, "delta": event.chunk.text, "finish_reason": side.finish_reason,
-                "completion_tokens": side.tokens}
-    return {"side": side.name, "delta": event.chunk.text}
+    side.parts.append(item.content)
+    side.reasoning.append(item.reasoning)
+    payload = {"side": side.name, "delta": item.content}
+    if item.reasoning:
+        payload["reasoning"] = item.reasoning
+    if item.finish_reason:
+        usage = item.usage
+        side.finish_reason = item.finish_reason
+        side.tokens = usage.completion_tokens if usage else side.tokens
+        side.reasoning_tokens = usage.reasoning_tokens if usage else 0
+        payload |= {"finish_reason": side.finish_reason, "completion_tokens": side.tokens,
+                    "reasoning_tokens": side.reasoning_tokens}
+    return payload
 
 
 def sse(payload: dict | str) -> str:
@@ -127,19 +140,17 @@ async def duel_stream(sides: list[Side], save: Callable[[list[Side]], int], hide
     """The merged SSE stream; `save` stores the turn (returning the turn count) when every side finished;
     `on_close` runs however the stream ends."""
     try:
-        async for side, event in merged(sides):
-            yield sse(_record(side, event, hide))
+        async for side, item in merged(sides):
+            yield sse(_record(side, item, hide))
         finished = all(s.error is None and s.finish_reason not in (None, "cancelled") for s in sides)
         yield sse({"saved": True, "n_turns": save(sides)} if finished else {"saved": False})
         yield sse("[DONE]")
     finally:
         for side in sides:
-            side.job.close()
+            side.close()
         on_close()
 
 
 def hidden_error(error: ApiError, hide: Callable[[str], str]) -> ApiError:
     """The same error with the model names masked (an anonymous battle must not leak them)."""
-    detail = error.detail
-    return ApiError(error.status, hide(detail.message), type=detail.type, param=detail.param, code=detail.code,
-                    headers=error.headers)
+    return error.with_message(hide(error.message))

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from danlu.errors import DanluError
-from danlu.server.protocol import ApiError
+from danlu.server.errors import ApiError
 from danlu.server.security import require_api_key
 from danlu.sessions import SessionInfo, SessionStore
 from danlu.web import STATIC_DIR

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from danlu.server.protocol import TopP
+from danlu.server.openai.protocol import TopP
 
 Role = Literal["system", "user", "assistant"]
 MAX_TEXT = 200_000  # characters in one message
