@@ -57,3 +57,72 @@ def test_replace_messages_rewrites_history_atomically(tmp_path):
     store.add_message(sid, "assistant", "bad")
     store.replace_messages(sid, [("user", "q"), ("assistant", "good")])
     assert store.messages(sid) == [("user", "q"), ("assistant", "good")]
+
+
+# ---------------------------------------------------------------- migrations are atomic
+
+def test_a_crash_between_a_migrations_ddl_and_its_record_leaves_a_database_the_next_open_migrates(tmp_path, monkeypatch):
+    from danlu import sessions
+
+    def m999_crashes_after_its_ddl(db):
+        db.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)")
+        raise RuntimeError("killed between the DDL and the _migrations row")
+
+    monkeypatch.setattr(sessions, "MIGRATIONS", [*MIGRATIONS, m999_crashes_after_its_ddl])
+    path = tmp_path / "d.db"
+    with pytest.raises(RuntimeError, match="killed"):
+        SessionStore(path)
+
+    def m999_crashes_after_its_ddl(db):  # noqa: F811 - the same migration, on a run that does not crash
+        db.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)")
+
+    monkeypatch.setattr(sessions, "MIGRATIONS", [*MIGRATIONS, m999_crashes_after_its_ddl])
+    store = SessionStore(path)
+    names = [r[0] for r in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    assert names == [m.__name__ for m in MIGRATIONS] + ["m999_crashes_after_its_ddl"]
+    store.create("m")  # and the store works as before (the connection's own transactions are back)
+    assert len(store.list()) == 1
+
+
+def test_a_process_killed_inside_a_migration_leaves_a_database_the_next_open_migrates(tmp_path):
+    path = tmp_path / "d.db"
+    code = (
+        "import os, sys, pathlib; from danlu import sessions\n"
+        "first = sessions.MIGRATIONS[0]\n"
+        "def killed(db):\n"
+        "    first(db); os.kill(os.getpid(), 9)\n"
+        "killed.__name__ = first.__name__\n"
+        "sessions.MIGRATIONS[0] = killed\n"
+        "sessions.SessionStore(pathlib.Path(sys.argv[1]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    store = SessionStore(path)
+    assert [r[0] for r in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
+
+
+SLOW_OPEN = (  # open a database when told to, with every migration slowed down (the race made wide)
+    "import sys, time, pathlib; from danlu import sessions\n"
+    "def slow(fn):\n"
+    "    def run(db):\n"
+    "        fn(db); time.sleep(0.2)\n"
+    "    run.__name__ = fn.__name__\n"
+    "    return run\n"
+    "sessions.MIGRATIONS[:] = [slow(f) for f in sessions.MIGRATIONS]\n"
+    "go = pathlib.Path(sys.argv[2])\n"
+    "while not go.exists(): time.sleep(0.005)\n"
+    "store = sessions.SessionStore(pathlib.Path(sys.argv[1])); store.create('m'); print('ok')\n"
+)
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
+    """The CLI and the server opening a fresh danlu.db together: each migration is applied once, by one of them."""
+    path, go = tmp_path / "d.db", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", SLOW_OPEN, str(path), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    go.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+    store = SessionStore(path)
+    assert [r[0] for r in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
+    assert len(store.list()) == 3
