@@ -33,6 +33,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from danlu.terminal import visible
+
 __all__ = ["Bar", "Board", "console", "counter", "say", "transfer", "tqdm_class", "callback_class"]
 
 log = logging.getLogger("danlu")
@@ -140,7 +142,7 @@ def say(message: str, *, enabled: bool = True) -> None:
     """A one-line message for the user; always logged, printed unless quiet."""
     log.info(message)
     if enabled:
-        console.print(message, highlight=False, markup=False)
+        console.print(visible(message), highlight=False, markup=False)  # may quote a server's error text
 
 
 @contextmanager
