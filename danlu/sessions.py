@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from danlu.errors import DanluError
+from danlu.private import private_file, tighten
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
 _APPLIED = "_migrations"  # the table that records which migrations ran
@@ -60,6 +61,9 @@ class SessionStore:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # chats are private; SQLite gives the -wal and -shm files the database's mode
+        for sidecar in ("-wal", "-shm"):
+            tighten(path.with_name(path.name + sidecar))  # left readable by an older danlu
         self.db = sqlite3.connect(path, timeout=10, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")

@@ -1,5 +1,7 @@
 """Sessions in SQLite: WAL, append-only migrations, nothing completed is lost on a kill."""
 
+import os
+import stat
 import subprocess
 import sys
 
@@ -126,3 +128,34 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path):
     store = SessionStore(path)
     assert [r[0] for r in store.db.execute("SELECT name FROM _migrations ORDER BY rowid")] == [m.__name__ for m in MIGRATIONS]
     assert len(store.list()) == 3
+
+
+# ---------------------------------------------------------------- private files
+
+@pytest.fixture
+def loose_umask():
+    """The common umask (022): without care, new files would be readable by every local user."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_database_and_its_wal_and_shm_files_are_readable_by_their_owner_only(tmp_path, loose_umask):
+    path = tmp_path / "danlu.db"
+    store = SessionStore(path)
+    store.add_message(store.create("m"), "user", "私密的话")
+    for file in (path, tmp_path / "danlu.db-wal", tmp_path / "danlu.db-shm"):
+        assert file.exists() and mode(file) == 0o600, file.name
+    store.close()
+
+
+def test_a_database_an_older_danlu_left_readable_is_tightened_on_open(tmp_path, loose_umask):
+    path = tmp_path / "danlu.db"
+    SessionStore(path).close()
+    os.chmod(path, 0o644)
+    SessionStore(path).close()
+    assert mode(path) == 0o600
