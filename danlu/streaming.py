@@ -21,8 +21,10 @@ from danlu.errors import DanluError
 
 #: The longest one stop string may be, in characters; the server refuses longer ones with a 400.
 MAX_STOP_CHARS = 256
-#: All stop strings of one generation together (a request's own and its prompt format's), in characters.
+#: A request's stop strings together, in characters (the server's 400 beyond it).
 MAX_STOPS_TOTAL_CHARS = 2048
+#: Room for the prompt format's and the model's own stops (a few short markers), added to a request's.
+OWN_STOPS_ALLOWANCE = 512
 
 
 @dataclass
@@ -74,13 +76,14 @@ class TextStream:
 
 
 def check_stop_lengths(stops: list[str]) -> None:
-    """A DanluError when one stop, or all of them together, are longer than the caps."""
+    """A DanluError when one stop, or all of them together, are longer than the caps (the server checks a
+    request's own stops first; this is the engine's defence when a caller did not)."""
     longest = max((len(s) for s in stops), default=0)
-    total = sum(len(s) for s in stops)
-    if longest > MAX_STOP_CHARS or total > MAX_STOPS_TOTAL_CHARS:
+    total, limit = sum(len(s) for s in stops), MAX_STOPS_TOTAL_CHARS + OWN_STOPS_ALLOWANCE
+    if longest > MAX_STOP_CHARS or total > limit:
         raise DanluError(f"停止词太长 / stop strings too long: the longest has {longest} characters, all together "
-                         f"{total}; 每个最多 {MAX_STOP_CHARS}、合计最多 {MAX_STOPS_TOTAL_CHARS} 个字符 / at most "
-                         f"{MAX_STOP_CHARS} each and {MAX_STOPS_TOTAL_CHARS} in all")
+                         f"{total}; 每个最多 {MAX_STOP_CHARS}、合计最多 {limit} 个字符 / at most "
+                         f"{MAX_STOP_CHARS} each and {limit} in all")
 
 
 class _Matcher:

@@ -74,9 +74,10 @@ def test_a_stop_longer_than_the_cap_is_refused():
 
 
 def test_stops_longer_than_the_total_cap_together_are_refused():
-    TextStream(stop=["x" * MAX_STOP_CHARS] * (MAX_STOPS_TOTAL_CHARS // MAX_STOP_CHARS))
-    with pytest.raises(DanluError, match="2048 in all"):
-        TextStream(stop=["x" * MAX_STOP_CHARS] * (MAX_STOPS_TOTAL_CHARS // MAX_STOP_CHARS + 1))
+    """A request's stops at the cap, plus the format's own markers, still run; far more is refused."""
+    TextStream(stop=["x" * MAX_STOP_CHARS] * (MAX_STOPS_TOTAL_CHARS // MAX_STOP_CHARS) + ["<|im_end|>", "<|endoftext|>"])
+    with pytest.raises(DanluError, match="2560 in all"):
+        TextStream(stop=["x" * MAX_STOP_CHARS] * (MAX_STOPS_TOTAL_CHARS // MAX_STOP_CHARS + 3))
 
 
 def test_long_stops_cost_linear_work_in_the_text_fed(monkeypatch):
