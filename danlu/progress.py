@@ -31,9 +31,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.markup import escape
 from rich.text import Text
 
-from danlu.terminal import visible
+from danlu.terminal import one_line, visible
 
 __all__ = ["Bar", "Board", "console", "counter", "say", "transfer", "tqdm_class", "callback_class"]
 
@@ -95,7 +96,8 @@ class Bar:
                description: str | None = None) -> None:
         if self._progress is None:
             return
-        given = {"completed": completed, "total": total, "description": description}
+        shown = None if description is None else _description(description)
+        given = {"completed": completed, "total": total, "description": shown}
         self._progress.update(self._task_id, **{key: value for key, value in given.items() if value is not None})
 
     def close(self) -> None:
@@ -134,8 +136,13 @@ class Board:
         if self._progress is None:
             return Bar(None, None)
         with self._lock:
-            task_id = self._progress.add_task(description, total=total, completed=completed, unit=unit)
+            task_id = self._progress.add_task(_description(description), total=total, completed=completed, unit=unit)
         return Bar(self._progress, task_id)
+
+
+def _description(text: str) -> str:
+    """A bar's label is read as markup by its column; file names in it come from a remote repo's listing."""
+    return escape(one_line(text))
 
 
 def say(message: str, *, enabled: bool = True) -> None:

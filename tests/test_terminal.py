@@ -81,3 +81,17 @@ def test_a_user_error_quoting_stored_text_is_printed_as_written(danlu_home):
     out = danlu("chat", "no-such-model[/]\x1b[31m")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "no-such-model[/]\\x1b[31m" in out.stderr
+
+
+def test_a_progress_bar_shows_a_remote_file_name_as_written():
+    """modelscope labels each bar with the file name from the repo's listing."""
+    from danlu.progress import Board
+
+    with Board(enabled=True) as board:
+        bar = board.bytes_bar("[/]model\x1b[2J.safetensors", 10)
+        column, task = board._progress.columns[0], board._progress.tasks[0]
+        first = column.render(task)
+        bar.update(description="[link=https://evil.example]x[/link]")
+        second = column.render(task)
+    assert first.plain == "[/]model\\x1b[2J.safetensors"
+    assert second.plain == "[link=https://evil.example]x[/link]" and "link" not in str(second.spans)
