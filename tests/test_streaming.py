@@ -1,6 +1,13 @@
-"""TextStream: whole UTF-8 characters only, stop strings cut cleanly and never shown."""
+"""TextStream: whole UTF-8 characters only, stop strings cut cleanly and never shown, at a cost linear in the text."""
 
-from danlu.streaming import TextStream
+import codecs
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from danlu import streaming
+from danlu.errors import DanluError
+from danlu.streaming import MAX_STOP_CHARS, MAX_STOPS_TOTAL_CHARS, TextStream
 
 
 def feed_all(stream: TextStream, pieces: list[bytes]) -> tuple[str, bool]:
@@ -49,21 +56,19 @@ def test_earliest_stop_wins():
     assert text == "xx"
 
 
+def test_the_first_stop_to_complete_wins_however_the_tokens_cut_the_text():
+    """`>` completes before `<><` does: the same answer for one token or three (today's code said "" vs "<")."""
+    assert feed_all(TextStream(stop=["<><", ">"]), [b"<><"]) == ("<", True)
+    assert feed_all(TextStream(stop=["<><", ">"]), [b"<", b">", b"<"]) == ("<", True)
+    assert feed_all(TextStream(stop=["bc", "abc"]), [b"xabc"]) == ("x", True), "ending together: the longest is cut"
+
+
 def test_invalid_bytes_become_replacement_not_exception():
     text, _ = feed_all(TextStream(), [b"\xff", "好".encode()])
     assert text == "\ufffd好"
 
 
 # ---------------------------------------------------------------- stops: caps, cost, and a property test
-
-import codecs  # noqa: E402
-
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from danlu import streaming  # noqa: E402
-from danlu.errors import DanluError  # noqa: E402
-from danlu.streaming import MAX_STOP_CHARS, MAX_STOPS_TOTAL_CHARS  # noqa: E402
 
 
 def test_a_stop_longer_than_the_cap_is_refused():
