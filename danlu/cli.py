@@ -19,6 +19,7 @@ from danlu import catalog, i18n, views
 from danlu.config import get_settings
 from danlu.errors import DanluError
 from danlu.i18n import t
+from danlu.terminal import plain, visible
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="丹炉 danlu — 中文开源大模型工作台 / a workbench for Chinese open LLMs")
 console = Console()
@@ -32,7 +33,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except DanluError as exc:
-            err.print(f"[red]✗[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)  # never break a command mid-line
+            err.print(f"[red]✗[/] {escape(visible(str(exc)))}", markup=True, highlight=False, soft_wrap=True)  # never break a command mid-line
             raise typer.Exit(1)
     return wrapper
 
@@ -95,7 +96,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     for col in (t("模型", "model"), t("量化", "variant"), t("大小", "size"), t("路径", "path")):
         table.add_column(col)
     for m in installed:
-        table.add_row(m.id, m.variant, views.human_bytes(m.size), str(m.path))
+        table.add_row(plain(m.id), plain(m.variant), views.human_bytes(m.size), plain(m.path))
     console.print(table)
 
 
@@ -175,7 +176,7 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
 
 
 def _print_stream(text: str) -> None:
-    sys.stdout.write(text)
+    sys.stdout.write(visible(text))  # model output: its escape sequences are shown, never obeyed
     sys.stdout.flush()
 
 
@@ -189,7 +190,7 @@ def sessions_cmd() -> None:
     for col in ("id", t("名称", "name"), t("模型", "model"), t("消息数", "messages")):
         table.add_column(col)
     for s in SessionStore(get_settings().db_path).list():
-        table.add_row(s.id, s.name or "", s.model, str(s.n_messages))
+        table.add_row(s.id, plain(s.name or "", single_line=True), plain(s.model, single_line=True), str(s.n_messages))
     console.print(table)
 
 

@@ -31,7 +31,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.markup import escape
 from rich.text import Text
+
+from danlu.terminal import one_line, visible
 
 __all__ = ["Bar", "Board", "ListeningBoard", "console", "counter", "say", "transfer", "tqdm_class", "callback_class"]
 
@@ -93,7 +96,8 @@ class Bar:
                description: str | None = None) -> None:
         if self._progress is None:
             return
-        given = {"completed": completed, "total": total, "description": description}
+        shown = None if description is None else _description(description)
+        given = {"completed": completed, "total": total, "description": shown}
         self._progress.update(self._task_id, **{key: value for key, value in given.items() if value is not None})
 
     def close(self) -> None:
@@ -132,7 +136,7 @@ class Board:
         if self._progress is None:
             return Bar(None, None)
         with self._lock:
-            task_id = self._progress.add_task(description, total=total, completed=completed, unit=unit)
+            task_id = self._progress.add_task(_description(description), total=total, completed=completed, unit=unit)
         return Bar(self._progress, task_id)
 
 
@@ -185,11 +189,16 @@ class _ListeningBar(Bar):
         self._listen(self._report)
 
 
+def _description(text: str) -> str:
+    """A bar's label is read as markup by its column; file names in it come from a remote repo's listing."""
+    return escape(one_line(text))
+
+
 def say(message: str, *, enabled: bool = True) -> None:
     """A one-line message for the user; always logged, printed unless quiet."""
     log.info(message)
     if enabled:
-        console.print(message, highlight=False, markup=False)
+        console.print(visible(message), highlight=False, markup=False)  # may quote a server's error text
 
 
 @contextmanager

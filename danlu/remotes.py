@@ -6,19 +6,22 @@ owner can read (it may hold an API key). That file is what `loader.resolve(NAME)
 backend as the model's "weights" (backends/remote.py reads it), so chat, serve, compare, arena and eval
 load a remote exactly like a local model. Names follow the store's safe-name rule and may not shadow a
 catalog id.
+
+A base URL may carry credentials (`https://user:pass@host/v1`): the record keeps them (the client needs
+them), and everything shown — listings, the model picker, error messages — shows `***@host` instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from danlu import catalog
 from danlu.config import Settings, get_settings
 from danlu.errors import DanluError
+from danlu.private import private_dir
 from danlu.store import atomic_write_bytes, safe_name
 
 #: A remote's context in code points when the user gives none (the remote enforces its real limit).
@@ -40,10 +43,30 @@ class Remote:
         return {"name": self.name, "base_url": self.base_url, "model": self.model, "api_key": self.api_key,
                 "n_ctx": self.n_ctx}
 
+    @property
+    def shown_url(self) -> str:
+        """The base URL as shown to anyone: credentials in it replaced by ***."""
+        return redacted_url(self.base_url)
+
     def public(self) -> dict:
-        """For listings: the key is never shown, only whether there is one."""
-        return {"name": self.name, "base_url": self.base_url, "model": self.model, "api_key": bool(self.api_key),
+        """For listings: the key is never shown, only whether there is one; nor are credentials in the URL."""
+        return {"name": self.name, "base_url": self.shown_url, "model": self.model, "api_key": bool(self.api_key),
                 "n_ctx": self.n_ctx}
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its `user:password@` part shown as `***@`."""
+    parts = urlsplit(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"***@{host}")) if userinfo else url
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (an error message, say) with `url`'s credentials replaced wherever it quotes them."""
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
+    if not userinfo:
+        return text
+    return text.replace(url, redacted_url(url)).replace(f"{userinfo}@", "***@")
 
 
 def remotes_dir(settings: Settings | None = None) -> Path:
@@ -59,9 +82,9 @@ def add(name: str, base_url: str, *, model: str | None = None, api_key: str | No
     folder = remotes_dir(settings)
     remote = Remote(name, _checked_url(base_url), model or name, api_key or None, n_ctx or DEFAULT_REMOTE_CTX,
                     folder / f"{name}.json")
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)  # the records may hold API keys
-    atomic_write_bytes(remote.record_path, json.dumps(remote.record(), ensure_ascii=False, indent=2).encode())
+    private_dir(folder)  # the records may hold API keys: folder 0700, each record 0600
+    atomic_write_bytes(remote.record_path, json.dumps(remote.record(), ensure_ascii=False, indent=2).encode(),
+                       private=True)
     return remote
 
 

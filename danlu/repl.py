@@ -11,6 +11,8 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from danlu.backends.base import Chunk
 from danlu.chat import Message
@@ -18,6 +20,7 @@ from danlu.errors import DanluError
 from danlu.i18n import t
 from danlu.loader import Loaded
 from danlu.sessions import SessionStore
+from danlu.terminal import one_line, plain, visible
 
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float,
             "max_tokens": int, "presence_penalty": float, "frequency_penalty": float, "seed": int}
@@ -52,7 +55,8 @@ class ChatREPL:
 
     # --- loop -------------------------------------------------------------------------------
     def run(self) -> None:
-        self.console.print(t(f"[bold]丹炉[/] · {self.model_id} · 输入 /help 查看命令", f"[bold]danlu[/] · {self.model_id} · /help for commands"))
+        model = escape(one_line(self.model_id))
+        self.console.print(t(f"[bold]丹炉[/] · {model} · 输入 /help 查看命令", f"[bold]danlu[/] · {model} · /help for commands"))
         while True:
             try:
                 line = self.read(t("你> ", "you> "))
@@ -69,7 +73,7 @@ class ChatREPL:
         try:
             return self._dispatch(line)
         except DanluError as exc:
-            self.console.print(f"[red]{exc}[/]")
+            self.console.print(plain(exc, "red"))
             return None
 
     def _dispatch(self, line: str) -> str | None:
@@ -78,7 +82,7 @@ class ChatREPL:
         if command:
             return command(self, rest.strip())
         if head.startswith("/"):
-            self.console.print(t(f"未知命令 {head}。", f"Unknown command {head}.") + " " + help_text())
+            self.console.print(plain(t(f"未知命令 {head}。", f"Unknown command {head}.") + " " + help_text()))
             return None
         self.stream(self.conv.send(line))
         self._save_state()
@@ -97,7 +101,7 @@ class ChatREPL:
         sys.stdout.write(t("助手> ", "assistant> "))
         try:
             for chunk in chunks:
-                sys.stdout.write(chunk.text)
+                sys.stdout.write(visible(chunk.text))  # the model's escape sequences are shown, never obeyed
                 sys.stdout.flush()
                 last = chunk
         except KeyboardInterrupt:
@@ -152,7 +156,7 @@ class ChatREPL:
         try:
             setattr(self.conv.params, key, SETTABLE[key](value))
         except ValueError:
-            self.console.print(t(f"{key} 需要一个数字，收到 {value!r}", f"{key} needs a number, got {value!r}"))
+            self.console.print(plain(t(f"{key} 需要一个数字，收到 {value!r}", f"{key} needs a number, got {value!r}")))
             return
         self.console.print(f"{key} = {getattr(self.conv.params, key)}")
 
@@ -161,25 +165,27 @@ class ChatREPL:
             self.console.print(t("用法：/save 名称", "usage: /save NAME"))
             return
         self.sessions.name(self.session_id, name)
-        self.console.print(t(f"已保存为 {name}。", f"Saved as {name}."))
+        self.console.print(plain(t(f"已保存为 {name}。", f"Saved as {name}.")))
 
     def cmd_load(self, name: str) -> None:
         info = self.sessions.find(name)
         if info.model != self.model_id:
-            self.console.print(t(f"[yellow]注意：该会话原用模型 {info.model}。[/]", f"[yellow]Note: this session used {info.model}.[/]"))
+            self.console.print(plain(t(f"注意：该会话原用模型 {one_line(info.model)}。",
+                                       f"Note: this session used {one_line(info.model)}."), "yellow"))
         self.session_id = info.id
         self.conv.load([Message(r, c) for r, c in self.sessions.messages(info.id)])
         state, restore = self.sessions.load_state(info.id), getattr(self.loaded.engine, "import_state", None)
         if state and restore and info.model == self.model_id:
             restore(state)
-        self.console.print(t(f"已载入 {name}（{len(self.conv.history)} 条消息）。", f"Loaded {name} ({len(self.conv.history)} messages)."))
+        n = len(self.conv.history)
+        self.console.print(plain(t(f"已载入 {name}（{n} 条消息）。", f"Loaded {name} ({n} messages).")))
 
     def cmd_history(self, _: str) -> None:
+        """Stored text (it may have been written through the web page): plain, control characters shown."""
         if self.conv.system:
-            self.console.print(f"[dim]system:[/] {self.conv.system}", markup=True)
+            self.console.print(Text.assemble(("system: ", "dim"), plain(self.conv.system)))
         for m in self.conv.history:
-            self.console.print(f"[bold]{m.role}:[/] ", end="")
-            self.console.print(m.content, markup=False, highlight=False)
+            self.console.print(Text.assemble(plain(f"{m.role}: ", "bold", single_line=True), plain(m.content)))
 
     # ChatRWKV's commands
     def cmd_gen(self, text: str) -> None:

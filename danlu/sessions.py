@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Callable
 
 from danlu.errors import DanluError
+from danlu.private import private_file, tighten
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = []
+_APPLIED = "_migrations"  # the table that records which migrations ran
 
 
 def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Connection], None]:
@@ -59,19 +61,45 @@ class SessionStore:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # chats are private; SQLite gives the -wal and -shm files the database's mode
+        for sidecar in ("-wal", "-shm"):
+            tighten(path.with_name(path.name + sidecar))  # left readable by an older danlu
         self.db = sqlite3.connect(path, timeout=10, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
     def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                with self.db:
-                    fn(self.db)
-                    self.db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+        """Each pending migration runs with its `_migrations` row in one `BEGIN IMMEDIATE` transaction.
+
+        Python's sqlite3 runs DDL outside any transaction unless told otherwise, so a crash (or a second
+        process) between a CREATE TABLE and its row used to leave a database every later open refused.
+        In autocommit mode the transaction is ours: the write lock is taken first, the applied set is read
+        again under it, and the DDL and the row commit together or not at all.
+        """
+        level, self.db.isolation_level = self.db.isolation_level, None
+        try:
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {_APPLIED} (name TEXT PRIMARY KEY, applied REAL)")
+            for fn in MIGRATIONS:
+                if fn.__name__ not in self._applied():  # a cheap read first: a migrated database takes no lock
+                    self._apply(fn)
+        finally:
+            self.db.isolation_level = level
+
+    def _applied(self) -> set[str]:
+        return {row[0] for row in self.db.execute(f"SELECT name FROM {_APPLIED}")}
+
+    def _apply(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if fn.__name__ not in self._applied():  # another process may have applied it while we waited
+                fn(self.db)
+                self.db.execute(f"INSERT INTO {_APPLIED} VALUES (?, ?)", (fn.__name__, time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def create(self, model: str, params: dict | None = None) -> str:
         sid = uuid.uuid4().hex[:12]

@@ -29,6 +29,7 @@ from danlu import catalog
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.config import Settings, get_settings
 from danlu.errors import DanluError, IntegrityError, NotDownloaded
+from danlu.private import open_private
 
 __all__ = [
     "FileRecord", "InstalledModel", "Manifest", "Store", "MANIFEST", "PARTIAL_SUFFIX",
@@ -92,12 +93,13 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write `<path>.partial`, fsync, rename over `path`; on any error the partial file is removed."""
+def atomic_writer(path: Path, mode: str = "wb", *, private: bool = False) -> Iterator[IO[Any]]:
+    """Write `<path>.partial`, fsync, rename over `path`; on any error the partial file is removed.
+    `private`: the file is created 0600 (it holds a secret), not with the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
-        with open(tmp, mode) as handle:
+        with (open_private(tmp, mode) if private else open(tmp, mode)) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -108,8 +110,8 @@ def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_writer(path, "wb") as handle:
+def atomic_write_bytes(path: Path, data: bytes, *, private: bool = False) -> None:
+    with atomic_writer(path, "wb", private=private) as handle:
         handle.write(data)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 
 from danlu import catalog
 from danlu.catalog.schema import ModelSpec
 from danlu.config import Settings
 from danlu.i18n import t
 from danlu.loader import Loaded, availability, load
+from danlu.terminal import one_line
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -58,5 +60,6 @@ def installed_row(m) -> dict:
 
 def load_with_status(console: Console, ref: str, **kwargs) -> Loaded:
     """Load a model behind a spinner (loading a large GGUF takes seconds to minutes)."""
-    with console.status(t(f"正在加载 {ref} …", f"Loading {ref} …")):
+    shown = escape(one_line(ref))  # a status line is markup: the name must not be
+    with console.status(t(f"正在加载 {shown} …", f"Loading {shown} …")):
         return load(ref, **kwargs)

@@ -61,6 +61,21 @@ def test_training_lowers_held_out_loss_and_saves_the_adapter(base, data):
     assert not any(p.name.startswith(".tiny") for p in result.adapter_dir.parent.iterdir()), "checkpoint left behind"
 
 
+def test_a_saved_adapter_and_its_checkpoints_are_readable_by_their_owner_only(base, data):
+    from danlu.finetune.checkpoint import Checkpoints
+
+    old = os.umask(0o022)  # the common umask: without care, every local user could read them
+    try:
+        result = train(config(base, data, out="private", max_steps=2, save_every=1), show_progress=False)
+        checkpoints = Checkpoints(get_settings().adapters_dir, "in-progress", {"run": 1})
+    finally:
+        os.umask(old)
+    assert oct(result.adapter_dir.stat().st_mode & 0o777) == oct(0o700)
+    files = [p for p in result.adapter_dir.rglob("*") if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o600)}
+    assert oct(checkpoints.root.stat().st_mode & 0o777) == oct(0o700)
+
+
 def test_adapter_is_listed_with_base_rank_size_and_losses(base, data):
     result = train(config(base, data, out="listed", rank=4, alpha=8, max_steps=2), show_progress=False)
     [info] = list_adapters()

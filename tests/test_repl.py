@@ -76,3 +76,33 @@ def test_unknown_slash_command_shows_help(repl):
 
 def test_bye_leaves(repl):
     assert repl.handle("/bye") == "bye"
+
+
+# ---------------------------------------------------------------- stored and generated text is shown as written
+
+def test_history_prints_stored_markup_and_escapes_as_plain_text(repl):
+    """A session written through the web page: its name, model, system prompt and messages are not markup."""
+    sid = repl.sessions.create("[link=https://evil.example]gemma[/link]")
+    for role, text in [("system", "[bold]你是[/] [link=https://evil.example]诗人[/link]"),
+                       ("user", "\x1b]0;pwned\x07问题"), ("assistant", "答\x1b[2J案\n第二行")]:
+        repl.sessions.add_message(sid, role, text)
+    repl.sessions.name(sid, "[/]")
+    repl.handle("/load [/]")
+    repl.handle("/history")
+    out = said(repl)
+    assert "[bold]你是[/] [link=https://evil.example]诗人[/link]" in out
+    assert "\\x1b]0;pwned\\x07问题" in out and "答\\x1b[2J案\n第二行" in out and "\x1b" not in out
+    assert "[link=https://evil.example]gemma[/link]" in out, "the note naming the session's model"
+
+
+def test_streamed_reply_shows_escape_sequences_and_keeps_chinese_and_newlines(repl, capfd):
+    from danlu.backends.base import Chunk
+
+    repl.stream(iter([Chunk("你好\x1b[2J", []), Chunk("\x1b]0;pwned\x07", []), Chunk("\n世界", [], "stop")]))
+    out = capfd.readouterr().out
+    assert "你好\\x1b[2J\\x1b]0;pwned\\x07\n世界" in out and "\x1b" not in out
+
+
+def test_an_error_quoting_a_name_is_printed_as_written(repl):
+    repl.handle("/load [bold]nope[/]")
+    assert "'[bold]nope[/]'" in said(repl)

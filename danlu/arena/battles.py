@@ -61,7 +61,7 @@ def catalog_choice(spec: ModelSpec, fit: FitResult | None, settings: Settings, t
 
 
 def remote_choice(remote) -> ModelChoice:
-    return ModelChoice(remote.name, remote.model, "remote", None, None, None, "remote", remote.base_url, "remote",
+    return ModelChoice(remote.name, remote.model, "remote", None, None, None, "remote", remote.shown_url, "remote",
                        "远程 / remote", 0, "-", "在远程服务器上运行 / runs on a remote server", True)
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 from danlu.arena.leaderboard import SUITES, leaderboard
 from danlu.config import get_settings
 from danlu.i18n import t
+from danlu.terminal import plain
 
 console = Console()
 SUITE_NAMES = {"ceval": "C-Eval", "cmmlu": "CMMLU"}
@@ -51,7 +52,7 @@ def arena_table(board: dict) -> Table:
                 t("胜/负/平", "W/L/T"), "Elo", "C-Eval", "CMMLU"):
         table.add_column(col, justify="left" if col == t("模型", "model") else "right")
     for r in board["arena"]:
-        table.add_row(str(r["rank"]), r["model"], f"{r['rating']:.0f}", f"{r['lower']:.0f} – {r['upper']:.0f}",
+        table.add_row(str(r["rank"]), plain(r["model"], single_line=True), f"{r['rating']:.0f}", f"{r['lower']:.0f} – {r['upper']:.0f}",
                       str(r["votes"]), f"{r['wins']}/{r['losses']}/{r['ties']}", f"{r['elo']:.0f}",
                       _score_text(r["ceval"]), _score_text(r["cmmlu"]))
     if not board["arena"]:
@@ -66,5 +67,5 @@ def eval_table(suite: str, rows: list[dict]) -> Table:
         table.add_column(col)
     for r in rows:
         kind = t("本机", "measured") if r["kind"] == "measured" else t("参考", "reference")
-        table.add_row(r["model"], f"{r['score']:.1f}", kind, r["source"], r["protocol"])
+        table.add_row(plain(r["model"], single_line=True), f"{r['score']:.1f}", kind, plain(r["source"]), plain(r["protocol"]))
     return table

@@ -136,15 +136,18 @@ class RemoteEngine:
                     timings=_timings(usage, n_prompt, n_out + len(tail), start, first))
 
     def _error(self, exc: Exception) -> RemoteError:
+        """A user-facing error; credentials in the base URL never appear in it, wherever the text came from."""
         import openai
 
-        where = f"{self.remote.name} ({self.remote.base_url})"
+        where, status = f"{self.remote.name} ({self.remote.shown_url})", None
         if isinstance(exc, openai.APIStatusError):
-            return RemoteError(f"远程模型 {where} 返回 {exc.status_code} / the remote answered {exc.status_code}: "
-                               f"{_message(exc)}", exc.status_code)
-        if isinstance(exc, openai.APIConnectionError):
-            return RemoteError(f"连不上远程模型 {where} / cannot reach the remote: {exc}; check `danlu remote list`")
-        return RemoteError(f"远程模型 {where} 出错 / the remote failed: {exc!r}")
+            status = exc.status_code
+            message = f"远程模型 {where} 返回 {status} / the remote answered {status}: {_message(exc)}"
+        elif isinstance(exc, openai.APIConnectionError):
+            message = f"连不上远程模型 {where} / cannot reach the remote: {exc}; check `danlu remote list`"
+        else:
+            message = f"远程模型 {where} 出错 / the remote failed: {exc!r}"
+        return RemoteError(remotes.redact(message, self.remote.base_url), status)
 
     # --- what a remote cannot do ------------------------------------------------------------
     def next_token_logits(self, ids: Sequence[int]):

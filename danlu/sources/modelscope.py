@@ -19,10 +19,10 @@ from pathlib import Path
 from danlu.errors import DanluError
 from danlu.progress import callback_class
 from danlu.sources import (
-    PullJob, install_file, is_network_error, main_file_name, remove_tree, stored_names, supported_kwargs,
-    unreachable_reason,
+    PICKLED_WEIGHTS, SAFE_WEIGHTS, PullJob, install_file, is_network_error, is_weight_file, main_file_name,
+    remove_tree, stored_names, supported_kwargs, unreachable_reason,
 )
-from danlu.sources.hf import PICKLED_WEIGHTS, SAFE_WEIGHTS, SUPPORT_FILES, choose_repo_files
+from danlu.sources.hf import SUPPORT_FILES, choose_repo_files
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 STAGING = ".ms-download"
@@ -67,11 +67,15 @@ def _download(job: PullJob, snapshot_download, hub: str, staging: Path) -> list[
         _snapshot(job, snapshot_download, hub, staging, list(job.source.files))
         return _require_present(staging, list(job.source.files), job.source.repo)
     _snapshot(job, snapshot_download, hub, staging, list(SAFE_WEIGHTS + SUPPORT_FILES))
-    if not any(staging.rglob(p) for p in SAFE_WEIGHTS):
+    if not any(is_weight_file(name, SAFE_WEIGHTS) for name in _visible_files(staging)):
         _snapshot(job, snapshot_download, hub, staging, list(PICKLED_WEIGHTS))
-    present = [p.relative_to(staging) for p in staging.rglob("*") if p.is_file()]
-    visible = [p.as_posix() for p in present if not any(part.startswith(".") for part in p.parts)]
-    return choose_repo_files(visible, job.spec.trust_remote_code)
+    return choose_repo_files(_visible_files(staging), job.spec.trust_remote_code)
+
+
+def _visible_files(staging: Path) -> list[str]:
+    """What came, minus modelscope's own hidden folders (its temp files and metadata are not the repo's)."""
+    present = [p.relative_to(staging) for p in staging.rglob("*") if p.is_file()] if staging.is_dir() else []
+    return [p.as_posix() for p in present if not any(part.startswith(".") for part in p.parts)]
 
 
 def _require_present(staging: Path, names: list[str], repo: str | None) -> list[str]:
