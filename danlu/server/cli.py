@@ -18,6 +18,7 @@ from danlu import remotes
 from danlu.config import get_settings
 from danlu.errors import DanluError
 from danlu.i18n import t
+from danlu.terminal import plain
 
 console = Console()
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)([smh]?)$")
@@ -98,8 +99,8 @@ def remote_add_command(
 ) -> None:
     """登记一个 OpenAI 兼容的远程端点为模型 / register an OpenAI-compatible endpoint as a model."""
     remote = remotes.add(name, base_url, model=model, api_key=api_key, n_ctx=ctx, settings=get_settings())
-    console.print(t(f"已登记 {remote.name} → {remote.base_url}（模型 {remote.model}）",
-                    f"Registered {remote.name} → {remote.base_url} (model {remote.model})"), highlight=False)
+    console.print(plain(t(f"已登记 {remote.name} → {remote.shown_url}（模型 {remote.model}）",
+                          f"Registered {remote.name} → {remote.shown_url} (model {remote.model})")))
 
 
 def remote_list_command(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -112,11 +113,12 @@ def remote_list_command(as_json: bool = typer.Option(False, "--json")) -> None:
     for column in (t("名称", "name"), "base_url", t("远程模型名", "remote model"), t("密钥", "key")):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["base_url"], row["model"], "✓" if row["api_key"] else "")
+        table.add_row(plain(row["name"], single_line=True), plain(row["base_url"], single_line=True),
+                      plain(row["model"], single_line=True), "✓" if row["api_key"] else "")
     console.print(table)
 
 
 def remote_rm_command(name: str = typer.Argument(...)) -> None:
     """删除一个远程模型登记 / forget a remote model."""
     remotes.remove(name, get_settings())
-    console.print(t(f"已删除 {name}", f"Removed {name}"))
+    console.print(plain(t(f"已删除 {name}", f"Removed {name}")))
