@@ -237,3 +237,20 @@ def test_registry_lists_protocols_and_refuses_unknown_names_bilingually():
     assert {"hermes", "llama3-json", "chatglm3", "glm4"} <= set(tool_parser_names())
     with pytest.raises(DanluError, match="unknown tool-call protocol 'nope'"):
         get_tool_parser("nope")
+
+
+def test_qwen3_thinking_then_a_call_composes_with_the_reasoning_splitter():
+    from danlu.outputs.reasoning import get_reasoning
+
+    text = ('<think>\n用户问北京天气，需要调用 get_weather。\n</think>\n\n'
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "北京"}}\n</tool_call>')
+    for pieces in every_cut(text, rounds=15):
+        splitter, parser = get_reasoning("think")(), get_tool_parser("hermes")(TOOLS, seed=1)
+        reasoning, content = "", ""
+        for piece in [*pieces, None]:
+            split = splitter.flush() if piece is None else splitter.feed(piece)
+            reasoning += split.reasoning
+            parsed = parser.feed(split.content) + (parser.flush() if piece is None else Parsed())
+            content += parsed.content
+        assert reasoning == "用户问北京天气，需要调用 get_weather。" and content == ""
+        assert [(c.name, c.arguments) for c in parser.calls] == [("get_weather", '{"city":"北京"}')]
