@@ -82,8 +82,10 @@ def test_unknown_format_is_a_chinese_first_error_listing_known_names():
 
 
 def test_unsupported_role_is_a_user_error():
-    with pytest.raises(DanluError, match="tool"):
-        get_format("chatml").render([{"role": "tool", "content": "x"}], True)
+    with pytest.raises(DanluError, match="tool"):  # vicuna has no tool protocol (chatml has: tools.py)
+        get_format("vicuna").render([{"role": "tool", "content": "x"}], True)
+    with pytest.raises(DanluError, match="unsupported message role 'narrator'"):
+        get_format("chatml").render([{"role": "narrator", "content": "x"}], True)
 
 
 # ---- named fallbacks against the official templates ----

@@ -7,7 +7,7 @@
 
 Tokenize each segment on its own: markup with special tokens on, content as plain text, so user input can
 never turn into control tokens. See base.py for the types, jinja.py for template splitting, builtin.py and
-dialogue.py for the named formats.
+dialogue.py for the named formats, tools.py for how named formats write tools, tool calls and tool results.
 """
 
 from danlu.formats.base import (

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from danlu.errors import DanluError
 
 ROLES = ("system", "user", "assistant")
+TOOL_ROLE = "tool"  # tool results, accepted by formats that have a tool protocol
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ class ChatFormat:
     takes_options: bool = False  # the renderer accepts keyword options (templates do; named formats may)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **options) -> list[Segment]:
-        """The prompt as markup and content segments; options the renderer cannot take are dropped."""
+        """The prompt as markup and content segments; options the renderer cannot take are dropped. A format
+        without a tool protocol refuses `tools` and tool messages with an error that names it."""
+        if self.tool_protocol is None:
+            refuse_tools(self.name, messages, options.get("tools"))
         if self.takes_options:
             return self.renderer(messages, add_generation_prompt, **options)
         return self.renderer(messages, add_generation_prompt)
@@ -126,18 +130,57 @@ def tidy(segments: Iterable[Segment]) -> list[Segment]:
     return result
 
 
-def checked_messages(messages: list[dict]) -> list[dict]:
-    """The messages with their roles checked and missing content read as ""; bad roles are user errors."""
+def checked_messages(messages: list[dict], *, tools: bool = False) -> list[dict]:
+    """The messages with their roles checked and missing content read as ""; bad roles are user errors. With
+    `tools` (a format that has a tool protocol) `role: "tool"` results and assistant `tool_calls` are kept."""
     checked = []
     for message in messages:
         role = message.get("role")
+        if role == TOOL_ROLE and tools:
+            checked.append({"role": role, "content": _text(message.get("content")),
+                            "tool_call_id": message.get("tool_call_id"), "name": message.get("name")})
+            continue
         if role not in ROLES:
             raise DanluError(
                 f"不支持的消息角色 {role!r}（只支持 system/user/assistant） / "
                 f"unsupported message role {role!r} (only system/user/assistant)"
             )
-        checked.append({"role": role, "content": message.get("content") or ""})
+        entry = {"role": role, "content": _text(message.get("content"))}
+        if tools and role == "assistant" and message.get("tool_calls"):
+            entry["tool_calls"] = _tool_calls(message["tool_calls"])
+        checked.append(entry)
     return checked
+
+
+def _text(content) -> str:
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise DanluError("消息内容必须是文本 / message content must be text")
+    return content
+
+
+def _tool_calls(calls) -> list[dict]:
+    if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+        raise DanluError("tool_calls 必须是对象列表 / tool_calls must be a list of objects")
+    return list(calls)
+
+
+def refuse_tools(format_name: str, messages: list[dict], tools) -> None:
+    """For a format without a tool protocol: tools, tool results and tool calls are a clear user error."""
+    if tools:
+        raise DanluError(
+            f"对话格式 '{format_name}' 不支持工具调用：这类模型没有学过调用工具的写法（没有工具调用协议），"
+            f"请去掉 tools 或换一个支持工具的模型 / prompt format '{format_name}' cannot take tools: its models "
+            "were not taught a way to write tool calls (it has no tool protocol); drop `tools` or use a model "
+            "that supports them"
+        )
+    if any(isinstance(m, dict) and (m.get("role") == TOOL_ROLE or m.get("tool_calls")) for m in messages):
+        raise DanluError(
+            f"对话格式 '{format_name}' 没有工具调用协议，对话里不能有工具调用或工具结果（tool_calls、role \"tool\"） / "
+            f"prompt format '{format_name}' has no tool protocol, so the conversation cannot carry tool calls or "
+            "tool results (tool_calls, role \"tool\")"
+        )
 
 
 def without_system(messages: list[dict]) -> list[dict]:

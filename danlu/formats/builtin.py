@@ -17,32 +17,28 @@ from danlu.formats.base import (
     tidy,
     without_system,
 )
+from danlu.formats.tools import render_chatglm3 as render_chatglm3_with_tools
+from danlu.formats.tools import render_chatml as render_chatml_with_tools
 
 
-@register_format("chatml", stop_strings=("<|im_end|>", "<|endoftext|>"))
-def render_chatml(messages: list[dict], add_generation_prompt: bool = True) -> list[Segment]:
+@register_format("chatml", stop_strings=("<|im_end|>", "<|endoftext|>"), tool_protocol="hermes", takes_options=True)
+def render_chatml(messages: list[dict], add_generation_prompt: bool = True, *, tools: list | None = None,
+                  **options) -> list[Segment]:
     """Qwen / Qwen2.5 / CausalLM ChatML. A system turn appears only when the caller passes one: the model's
-    default system prompt ("You are Qwen, created by Alibaba Cloud. …") comes from the catalog as a message."""
-    segments = []
-    for message in checked_messages(messages):
-        role, content = message["role"], message["content"]
-        segments += [markup(f"<|im_start|>{role}\n"), plain(content), markup("<|im_end|>\n")]
-    if add_generation_prompt:
-        segments.append(markup("<|im_start|>assistant\n"))
-    return tidy(segments)
+    default system prompt ("You are Qwen, created by Alibaba Cloud. …") comes from the catalog as a message.
+    Tools, tool calls and tool results are written as Qwen2.5's template writes them (tools.py, "hermes")."""
+    return render_chatml_with_tools(messages, add_generation_prompt, tools)
 
 
-@register_format("chatglm3", stop_strings=("<|user|>", "<|observation|>"))
-def render_chatglm3(messages: list[dict], add_generation_prompt: bool = True) -> list[Segment]:
+@register_format("chatglm3", stop_strings=("<|user|>", "<|observation|>"), tool_protocol="chatglm3",
+                 takes_options=True)
+def render_chatglm3(messages: list[dict], add_generation_prompt: bool = True, *, tools: list | None = None,
+                    **options) -> list[Segment]:
     """ChatGLM3: `[gMASK]sop`, then `<|role|>{metadata}\\n content` per message, ending with `<|assistant|>`.
     The space before the content is the SentencePiece prefix that `tokenizer.encode(message)` adds in
-    THUDM's build_chat_input; the official Jinja template writes it out the same way."""
-    segments = [markup("[gMASK]sop")]
-    for message in checked_messages(messages):
-        segments += [markup(f"<|{message['role']}|>\n "), plain(message["content"])]
-    if add_generation_prompt:
-        segments.append(markup("<|assistant|>"))
-    return tidy(segments)
+    THUDM's build_chat_input; the official Jinja template writes it out the same way. Tools go into a system
+    turn, calls into assistant turns named after the function, results into `<|observation|>` turns (tools.py)."""
+    return render_chatglm3_with_tools(messages, add_generation_prompt, tools)
 
 
 def _gemma_turn(role: str, prefix: list[Segment], content: str) -> list[Segment]:

@@ -37,6 +37,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from danlu.errors import DanluError
 from danlu.formats.base import ChatFormat, Segment, markup, plain, tidy, to_text
 from danlu.formats.guard import Guard, as_markup
+from danlu.formats.tools import glm4_template_inputs
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,11 @@ def from_template(
     renders `tools` takes them (`tool_protocol` then names how the model writes its calls)."""
     compiled = compile_template(template)
     guard_tokens = (*control_tokens, *(t for t in (bos_token, eos_token) if t))
+    tool_protocol = (tool_protocol or detect_tool_protocol(template)) if renders_tools(template) else None
+    reshape = _history_reshaper(tool_protocol, template)
 
     def render(messages: list[dict], add_generation_prompt: bool = True, **options) -> list[Segment]:
+        messages, options = reshape(messages, options)
         return render_segments(compiled, messages, add_generation_prompt, bos_token, eos_token,
                                Guard(guard_tokens), options)
 
@@ -195,7 +199,7 @@ def from_template(
         renderer=render,
         stop_strings=(eos_token,) if eos_token else (),
         includes_bos=bool(bos_token) and "bos_token" in template,
-        tool_protocol=(tool_protocol or detect_tool_protocol(template)) if renders_tools(template) else None,
+        tool_protocol=tool_protocol,
         reasoning=reasoning or (detect_reasoning(render) if thinking != "never" else None),
         thinking=thinking,
         takes_options=True,
@@ -222,10 +226,26 @@ def detect_reasoning(render) -> str:
 
 
 def detect_tool_protocol(template: str) -> str | None:
-    """How the model writes its calls, from what its template teaches it (the catalog may say otherwise)."""
+    """How the model writes its calls, from what its template teaches it (the catalog may say otherwise).
+    None where danlu has no parser for the family's calls (GLM-4.5's `<arg_key>` calls, DeepSeek's)."""
+    if "<arg_key>" in template:
+        return None  # GLM-4.5/4.6 write XML arguments inside <tool_call>: not Hermes JSON
     if "<tool_call>" in template:
         return "hermes"  # Qwen2.5, Qwen3, Hermes-style templates
+    if "<|observation|>" in template or "可用工具" in template:
+        return "glm4"  # GLM-4-9B-chat, GLM-4-0414, GLM-Z1-0414: `<|assistant|>name\n{json}`
+    if "<|python_tag|>" in template or "ipython" in template:
+        return "llama3-json"  # Llama 3.1/3.2/3.3: `{"name": …, "parameters": …}`
     return None
+
+
+def _history_reshaper(tool_protocol: str | None, template: str):
+    """GLM-4's templates read `metadata`/`observation` messages, not OpenAI's `tool_calls`/`tool`: reshape first
+    (formats/tools.py). Other templates get the messages as the client sent them."""
+    if tool_protocol != "glm4":
+        return lambda messages, options: (messages, options)
+    tools_in_messages = "item['tools']" in template  # GLM-4-9B-chat reads tools from a system message
+    return lambda messages, options: glm4_template_inputs(messages, options, tools_in_messages)
 
 
 def renders_tools(template: str) -> bool:

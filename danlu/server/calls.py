@@ -16,6 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from danlu.outputs.calls import ToolCall, ToolCallDelta
+
+__all__ = ["ChatCall", "CompletionCall", "Piece", "Reply", "ResponseFormat", "ToolCall", "ToolCallDelta", "Usage"]
+
 #: GenerationParams fields a client may set (the names the service resolves user > server > model).
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
                    "frequency_penalty", "seed")
@@ -104,23 +108,6 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class ToolCallDelta:
-    """A piece of a tool call as streamed: id and name first, then fragments of the arguments."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # a JSON object, serialised
 
 
 @dataclass

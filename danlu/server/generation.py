@@ -137,9 +137,7 @@ class OutputParsing:
         return Piece(content=parsed.content, tool_calls=list(parsed.calls))
 
     def calls(self) -> list[ToolCall]:
-        if self.tools is None:
-            return []
-        return [ToolCall(c.id, c.name, c.arguments) for c in self.tools.calls]
+        return list(self.tools.calls) if self.tools is not None else []
 
     def closing_text(self) -> str:
         return getattr(self.reasoning, "closing_text", "")

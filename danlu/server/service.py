@@ -196,13 +196,11 @@ def parsing_for(served: ServedModel, call: ChatCall, thinking: bool | None) -> O
     """The reply's parsers: the format's thinking splitter, and its tool-call parser when tools were given."""
     if not served.fmt.reasoning and not call.wants_tools:
         return OutputParsing()
-    from danlu.outputs import make_reasoning, make_tool_parser
+    from danlu.outputs.tool_calls import get_tool_parser  # registers every protocol
+    from danlu.outputs.reasoning import get_reasoning
 
-    reasoning = make_reasoning(served.fmt.reasoning) if served.fmt.reasoning else None
-    tools = None
-    if call.wants_tools:
-        names = {(t.get("function") or {}).get("name") for t in call.tools or []} - {None}
-        tools = make_tool_parser(served.fmt.tool_protocol, names)
+    reasoning = get_reasoning(served.fmt.reasoning)(thinking=thinking is not False) if served.fmt.reasoning else None
+    tools = get_tool_parser(served.fmt.tool_protocol)(call.tools) if call.wants_tools else None
     return OutputParsing(reasoning, tools)
 
 
