@@ -65,3 +65,41 @@ def gemma_engine(gemma_path):
     engine = load(None, None, LoadPlan(gemma_path, n_ctx=2048, n_threads=2))
     yield engine
     engine.close()
+
+
+# --- tiny 2025 models (tests/tiny_modern.py), built once per session -----------------------------------
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    """llama.cpp's convert_hf_to_gguf.py, as `danlu export` fetched it (or DANLU_LLAMA_CPP_SRC); skips without it."""
+    from danlu.finetune.export import CONVERTER, SRC_ENV, _llama_cpp_version
+
+    given = os.environ.get(SRC_ENV)
+    folder = Path(given) if given else REAL_HOME / "cache" / f"llama.cpp-{_llama_cpp_version()}"
+    if not (folder / CONVERTER).is_file():
+        pytest.skip(f"llama.cpp's converter not fetched: run `python -m danlu.finetune.export` once, or set {SRC_ENV}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    """A random two-layer Qwen3ForCausalLM with the real Qwen3 chat template, saved as the Hub ships it."""
+    import tiny_modern
+
+    return tiny_modern.qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_gguf(tiny_qwen3_dir, llama_cpp_converter, tmp_path_factory) -> Path:
+    """The same model converted (f32) by llama.cpp's own converter: template and vocabulary in the GGUF."""
+    import tiny_modern
+
+    out = tmp_path_factory.mktemp("qwen3-gguf") / "tiny-qwen3-f32.gguf"
+    return tiny_modern.qwen3_gguf(tiny_qwen3_dir, out, llama_cpp_converter)
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv7_pth(tmp_path_factory) -> Path:
+    """A random RWKV-7 checkpoint in the rwkv package's .pth layout (World vocabulary)."""
+    import tiny_modern
+
+    return tiny_modern.rwkv7(tmp_path_factory.mktemp("rwkv7") / "rwkv7-tiny.pth")
