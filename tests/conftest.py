@@ -19,6 +19,7 @@ PRISTINE_ENV = dict(os.environ)
 REAL_HOME = Path(os.environ.get("DANLU_HOME", Path.home() / ".danlu"))
 GEMMA = Path(os.environ.get("DANLU_TEST_GEMMA", REAL_HOME / "models/gemma-3-270m/q4_k_m/gemma-3-270m-q4_k_m.gguf"))
 QWEN = Path(os.environ.get("DANLU_TEST_QWEN", REAL_HOME / "models/qwen2.5-coder-1.5b-instruct/q4_k_m/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"))
+QWEN05 = Path(os.environ.get("DANLU_TEST_QWEN05", REAL_HOME / "models/qwen2.5-coder-0.5b-instruct/q4_k_m/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +45,12 @@ def gemma_path() -> Path:
 @pytest.fixture(scope="session")
 def qwen_path() -> Path:
     return _need(QWEN, "qwen2.5-coder-1.5b-instruct")
+
+
+@pytest.fixture(scope="session")
+def qwen05_path() -> Path:
+    """qwen2.5-coder-0.5b-instruct (the 1.5B's draft model, issue 20), when pulled."""
+    return _need(QWEN05, "qwen2.5-coder-0.5b-instruct")
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ EXPECTED_IDS = {
 PROMPT_FORMATS = {
     "chatml", "chatglm3", "chatyuan", "promptclue", "gpt2-dialogbot", "dialogpt", "vicuna", "chinese-alpaca",
     "llama2-chinese", "bluelm", "skywork", "rwkv-world", "rwkv-raven", "gemma", "llama2", "eva2", "raw",
-    "deepseek-r1", "glm4",
+    "deepseek-r1", "glm4", "rwkv-g1",
 }
 
 # ChatGLM3, Qwen-1, Skywork, BlueLM, InternLM3 and MiniCPM4 ship their modelling code on the Hub; nothing else

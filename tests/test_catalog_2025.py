@@ -127,7 +127,8 @@ def test_rwkv7_entries_run_on_the_rwkv_package_as_version_7():
     for model_id in [m for m in THINKING if "rwkv" in m]:
         model = MODELS[model_id]
         assert model.backend == "rwkv" and model.architecture == "rwkv7" and rwkv_version(model.architecture) == 7
-        assert model.prompt_format == "rwkv-world" and model.vocab_size == 65536 and model.stop_token_ids == [0]
+        assert model.prompt_format == ("rwkv-g1" if "g1" in model_id else "rwkv-world")
+        assert model.vocab_size == 65536 and model.stop_token_ids == [0]
         assert model.shape.head_dim == 64 and model.shape.n_heads * 64 == model.shape.n_embd
 
 

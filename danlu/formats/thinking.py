@@ -1,12 +1,14 @@
-"""Named fallbacks for 2025 models whose markup is not ChatML: DeepSeek-R1 distills and GLM-4-0414 / GLM-Z1.
+"""Named formats for 2025 models: DeepSeek-R1 distills, GLM-4-0414 / GLM-Z1, and RWKV-7 G1's thinking switch.
 
-Used only when a model ships no chat template (their GGUFs and tokenizer_config.json do); tested against the
-official templates in tests/reference_templates (deepseek-r1-distill-qwen.jinja, glm-4-9b-0414.jinja).
+The first two are fallbacks, used only when a model ships no chat template (their GGUFs and tokenizer_config.json
+do), tested against the official templates in tests/reference_templates (deepseek-r1-distill-qwen.jinja,
+glm-4-9b-0414.jinja). RWKV checkpoints carry no template at all: `rwkv-g1` is the prompt BlinkDL documents.
 """
 
 from __future__ import annotations
 
 from danlu.formats.base import Segment, checked_messages, markup, plain, register_format, tidy
+from danlu.formats.dialogue import render_rwkv_dialogue
 
 R1_BOS, R1_EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 
@@ -44,4 +46,16 @@ def render_glm4(messages: list[dict], add_generation_prompt: bool = True) -> lis
         segments += [markup(f"<|{message['role']}|>\n"), plain(message["content"])]
     if add_generation_prompt:
         segments.append(markup("<|assistant|>"))
+    return tidy(segments)
+
+
+@register_format("rwkv-g1", stop_strings=("\n\nUser:", "\n\n"), reasoning="rwkv-g1", takes_options=True)
+def render_rwkv_g1(messages: list[dict], add_generation_prompt: bool = True, enable_thinking: bool = True,
+                   **_options) -> list[Segment]:
+    """RWKV-7 G1: the World dialogue (`User: …\\n\\nAssistant: …`); thinking is chosen by the generation prompt.
+    On, it ends `Assistant: <think`, so the reply starts inside the opening tag (`>`, the thinking, `</think>`,
+    the answer); off, it is World's plain `Assistant:` (BlinkDL's no-think prompt). Other options are ignored."""
+    segments = render_rwkv_dialogue(messages, False, "User", "Assistant")
+    if add_generation_prompt:
+        segments.append(markup("Assistant: <think" if enable_thinking else "Assistant:"))
     return tidy(segments)
