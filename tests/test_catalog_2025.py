@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from danlu.catalog import all_models, get, resolve_alias
+from danlu.catalog import UnknownModel, all_models, get, resolve_alias
 from danlu.catalog.aliases import alias_table
 from danlu.catalog.schema import ModelSpec
 from danlu.fit.plan import rwkv_version
@@ -205,6 +205,8 @@ def test_the_loader_and_get_take_aliases(danlu_home):
     from danlu.loader import resolve
 
     assert get("qwen3:8b").id == "qwen3-8b"
+    with pytest.raises(UnknownModel):
+        get("qwen3")  # what `qwen3:8b` split as id:variant leaves: still unknown, as before aliases
     with pytest.raises(NotDownloaded, match=r"qwen3-8b（q8_0）"):
         resolve("qwen3:8b-q8_0")
     with pytest.raises(NotDownloaded, match=r"qwen3-8b（q4_k_m）"):

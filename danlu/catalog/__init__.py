@@ -36,11 +36,12 @@ def _load(filename: str, text: str) -> ModelSpec:
 
 
 def get(model_id: str) -> ModelSpec:
-    """The entry for an id (or an alias such as `qwen3:8b`), with a hint listing close ids when it is unknown."""
+    """The entry for an id (or a full alias such as `qwen3:8b`), with a hint listing close ids when it is unknown.
+    A bare alias name (`qwen3`) is not taken here: callers that split `id:variant` first must still get an error."""
     for spec in all_models():
         if spec.id == model_id:
             return spec
-    alias = resolve_alias(model_id)
+    alias = resolve_alias(model_id) if ":" in model_id else None
     if alias is not None:
         return get(alias[0])
     close = [s.id for s in all_models() if model_id.lower() in s.id or s.id in model_id.lower()]
