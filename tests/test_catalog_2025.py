@@ -211,3 +211,10 @@ def test_the_loader_and_get_take_aliases(danlu_home):
         resolve("qwen3:8b-q8_0")
     with pytest.raises(NotDownloaded, match=r"qwen3-8b（q4_k_m）"):
         resolve("qwen3-8b:q4_k_m")  # the id:variant form still works
+
+
+def test_tool_protocols_name_the_parsers_of_danlu_outputs_tool_calls():
+    protocols = {m.id: m.tool_protocol for m in MODELS.values() if m.tool_protocol}
+    assert set(protocols.values()) <= {"hermes", "chatglm3", "glm4", "llama3-json"}
+    assert protocols["qwen3-8b"] == "hermes" and protocols["glm-4-9b-0414"] == "glm4"
+    assert protocols["chatglm3-6b"] == "chatglm3" and "deepseek-r1-distill-qwen-7b" not in protocols
