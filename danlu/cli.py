@@ -53,11 +53,12 @@ def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table(title=t("模型目录", "Model catalog"))
     table.add_column(t("模型", "model"), no_wrap=True)
-    for col in (t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size")):
+    for col in (t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size"), t("思考", "thinking")):
         table.add_column(col, no_wrap=True)
     table.add_column(t("状态", "status"), ratio=1)
     for r in rows:
-        table.add_row(r["id"], r["backend"], f"{r['params_b']}B", r["variant"], views.human_bytes(r["size_bytes"]), r["status"])
+        table.add_row(r["id"], r["backend"], f"{r['params_b']}B", r["variant"], views.human_bytes(r["size_bytes"]),
+                      "-" if r["thinking"] == "never" else r["thinking"], r["status"])
     console.print(table)
 
 

@@ -56,7 +56,8 @@ class Loaded:
 
 
 def resolve(ref: str, variant: str | None = None, settings: Settings | None = None) -> Resolved:
-    """A catalog id (optionally `id:variant`) or a local path to a model file or directory."""
+    """A catalog id (optionally `id:variant`), an alias (`qwen3:8b`, `qwen3:8b-q8_0`) or a local path to a model
+    file or directory."""
     settings = settings or get_settings()
     path = Path(ref).expanduser()
     if path.exists():
@@ -64,7 +65,10 @@ def resolve(ref: str, variant: str | None = None, settings: Settings | None = No
     remote = resolve_remote(ref, settings)
     if remote is not None:
         return remote
-    if ":" in ref and variant is None:
+    alias = catalog.resolve_alias(ref)  # Ollama-style `qwen3:8b` before `id:variant`
+    if alias is not None:
+        ref, variant = alias[0], variant or alias[1]
+    elif ":" in ref and variant is None:
         ref, variant = ref.split(":", 1)
     spec = catalog.get(ref)
     chosen = spec.variant(variant)
@@ -215,7 +219,7 @@ def default_params(spec: ModelSpec | None) -> GenerationParams:
         return GenerationParams()
     g = spec.generation
     return GenerationParams(
-        max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+        max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, min_p=g.min_p,
         repetition_penalty=g.repetition_penalty, presence_penalty=g.presence_penalty,
         frequency_penalty=g.frequency_penalty, stop_token_ids=list(spec.stop_token_ids),
     )

@@ -33,7 +33,8 @@ def model_rows(settings: Settings) -> list[dict]:
             "id": spec.id, "name": spec.name, "family": spec.family, "backend": spec.backend_for(variant),
             "params_b": spec.params_b, "context_length": spec.context_length, "variant": variant.name,
             "size_bytes": variant.size_bytes, "prompt_format": spec.prompt_format,
-            "trust_remote_code": spec.trust_remote_code, "runnable": status.runnable,
+            "trust_remote_code": spec.trust_remote_code, "thinking": spec.thinking, "aliases": list(spec.aliases),
+            "runnable": status.runnable,
             "status_code": status.code, "status": status.reason,
         })
     return rows
@@ -46,12 +47,44 @@ def describe(spec: ModelSpec) -> str:
     if spec.trust_remote_code:
         lines.append(t(f"需要远程代码（--trust-remote-code，写于 transformers {spec.remote_code_transformers}）",
                        f"needs remote code (--trust-remote-code, written for transformers {spec.remote_code_transformers})"))
+    lines += _thinking_lines(spec) + _name_lines(spec)
     lines += [f"  · {v.name}: {v.format}, {v.bits_per_weight} bpw, {human_bytes(v.size_bytes)}{' (est)' if v.size_estimated else ''}" for v in spec.variants]
     lines += [f"  C-Eval/CMMLU {s.benchmark} {s.score} ({s.protocol}; {s.source})" for s in spec.scores]
     lines += [f"  [{t('笔记', 'write-up')} {n.seed}] {n.note}" for n in spec.seed_notes]
     if spec.unsupported:
         lines.append(f"[yellow]{spec.unsupported}[/]")
     return "\n".join(lines)
+
+
+THINKING_WORDS = {"hybrid": ("混合（可开关）", "hybrid (can be switched off)"), "always": ("总是思考", "always thinks"),
+                  "never": ("不思考", "never thinks")}
+
+
+def _thinking_lines(spec: ModelSpec) -> list[str]:
+    """Thinking mode, its parser and budget, and the sampling the card gives with thinking off."""
+    zh, en = THINKING_WORDS[spec.thinking]
+    line = f"{t('思考模式', 'thinking')}: {spec.thinking} · {t(zh, en)}"
+    if spec.reasoning_parser:
+        line += f" · parser {spec.reasoning_parser}"
+    if spec.thinking_budget:
+        line += f" · {t('思考预留', 'thinking budget')} {spec.thinking_budget} tokens"
+    g, lines = spec.generation, [line]
+    lines.append(f"{t('推荐采样', 'sampling')}: temperature {g.temperature}, top_p {g.top_p}, top_k {g.top_k}"
+                 + (f", min_p {g.min_p}" if g.min_p else ""))
+    if spec.generation_no_think:
+        n = spec.generation_no_think
+        lines[-1] += f"; {t('关闭思考时', 'thinking off')}: temperature {n.temperature}, top_p {n.top_p}, top_k {n.top_k}"
+    return lines
+
+
+def _name_lines(spec: ModelSpec) -> list[str]:
+    """Other names it answers to, how it calls tools, and its draft model."""
+    lines = [f"{t('别名', 'aliases')}: {', '.join(spec.aliases)}"] if spec.aliases else []
+    if spec.tool_protocol:
+        lines.append(f"{t('工具调用', 'tool calls')}: {spec.tool_protocol}")
+    if spec.draft:
+        lines.append(f"{t('草稿模型（推测解码）', 'draft model (speculative decoding)')}: {spec.draft}")
+    return lines
 
 
 def installed_row(m) -> dict:

@@ -19,6 +19,7 @@ PRISTINE_ENV = dict(os.environ)
 REAL_HOME = Path(os.environ.get("DANLU_HOME", Path.home() / ".danlu"))
 GEMMA = Path(os.environ.get("DANLU_TEST_GEMMA", REAL_HOME / "models/gemma-3-270m/q4_k_m/gemma-3-270m-q4_k_m.gguf"))
 QWEN = Path(os.environ.get("DANLU_TEST_QWEN", REAL_HOME / "models/qwen2.5-coder-1.5b-instruct/q4_k_m/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"))
+QWEN05 = Path(os.environ.get("DANLU_TEST_QWEN05", REAL_HOME / "models/qwen2.5-coder-0.5b-instruct/q4_k_m/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +47,12 @@ def qwen_path() -> Path:
     return _need(QWEN, "qwen2.5-coder-1.5b-instruct")
 
 
+@pytest.fixture(scope="session")
+def qwen05_path() -> Path:
+    """qwen2.5-coder-0.5b-instruct (the 1.5B's draft model, issue 20), when pulled."""
+    return _need(QWEN05, "qwen2.5-coder-0.5b-instruct")
+
+
 @pytest.fixture
 def home_with_models(danlu_home: Path) -> Path:
     """A fresh DANLU_HOME whose store links to the real pulled models (read-only use)."""
@@ -65,3 +72,41 @@ def gemma_engine(gemma_path):
     engine = load(None, None, LoadPlan(gemma_path, n_ctx=2048, n_threads=2))
     yield engine
     engine.close()
+
+
+# --- tiny 2025 models (tests/tiny_modern.py), built once per session -----------------------------------
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    """llama.cpp's convert_hf_to_gguf.py, as `danlu export` fetched it (or DANLU_LLAMA_CPP_SRC); skips without it."""
+    from danlu.finetune.export import CONVERTER, SRC_ENV, _llama_cpp_version
+
+    given = os.environ.get(SRC_ENV)
+    folder = Path(given) if given else REAL_HOME / "cache" / f"llama.cpp-{_llama_cpp_version()}"
+    if not (folder / CONVERTER).is_file():
+        pytest.skip(f"llama.cpp's converter not fetched: run `python -m danlu.finetune.export` once, or set {SRC_ENV}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    """A random two-layer Qwen3ForCausalLM with the real Qwen3 chat template, saved as the Hub ships it."""
+    import tiny_modern
+
+    return tiny_modern.qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_gguf(tiny_qwen3_dir, llama_cpp_converter, tmp_path_factory) -> Path:
+    """The same model converted (f32) by llama.cpp's own converter: template and vocabulary in the GGUF."""
+    import tiny_modern
+
+    out = tmp_path_factory.mktemp("qwen3-gguf") / "tiny-qwen3-f32.gguf"
+    return tiny_modern.qwen3_gguf(tiny_qwen3_dir, out, llama_cpp_converter)
+
+
+@pytest.fixture(scope="session")
+def tiny_rwkv7_pth(tmp_path_factory) -> Path:
+    """A random RWKV-7 checkpoint in the rwkv package's .pth layout (World vocabulary)."""
+    import tiny_modern
+
+    return tiny_modern.rwkv7(tmp_path_factory.mktemp("rwkv7") / "rwkv7-tiny.pth")

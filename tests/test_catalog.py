@@ -47,15 +47,25 @@ EXPECTED_IDS = {
     "wizard-vicuna-13b-uncensored",
     "qwen2.5-0.5b-instruct",
     "qwen2.5-1.5b-instruct",
+    "qwen2.5-coder-0.5b-instruct",
+    # issue 14: the 2025 models (facts checked in tests/test_catalog_2025.py)
+    "qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b",
+    "qwen3-4b-instruct-2507", "qwen3-4b-thinking-2507",
+    "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-qwen-14b",
+    "glm-4-9b-0414", "glm-z1-9b-0414", "internlm3-8b-instruct", "minicpm4-8b", "yi-1.5-9b-chat",
+    "rwkv-7-world-1.5b", "rwkv-7-world-2.9b", "rwkv7-g1-1.5b", "rwkv7-g1-2.9b", "rwkv7-g1-7.2b",
 }
 
 PROMPT_FORMATS = {
     "chatml", "chatglm3", "chatyuan", "promptclue", "gpt2-dialogbot", "dialogpt", "vicuna", "chinese-alpaca",
     "llama2-chinese", "bluelm", "skywork", "rwkv-world", "rwkv-raven", "gemma", "llama2", "eva2", "raw",
+    "deepseek-r1", "glm4", "rwkv-g1",
 }
 
-# ChatGLM3, Qwen-1, Skywork and BlueLM ship their modelling code on the Hub; nothing else may need it.
-REMOTE_CODE_IDS = {"chatglm3-6b", "qwen-14b-chat", "qwen-14b", "skywork-13b-base", "bluelm-7b-chat"}
+# ChatGLM3, Qwen-1, Skywork, BlueLM, InternLM3 and MiniCPM4 ship their modelling code on the Hub; nothing else
+# may need it (InternLM3's and MiniCPM4's GGUFs run on llama.cpp without it).
+REMOTE_CODE_IDS = {"chatglm3-6b", "qwen-14b-chat", "qwen-14b", "skywork-13b-base", "bluelm-7b-chat",
+                   "internlm3-8b-instruct", "minicpm4-8b"}
 
 # Models the user write-ups discuss, by write-up number.
 SEED_MENTIONS = {
@@ -120,7 +130,7 @@ def test_every_default_variant_exists_and_variant_names_are_unique():
         assert spec.variant().name == spec.default_variant
 
 
-def test_remote_code_is_trusted_only_for_chatglm3_qwen1_skywork_bluelm():
+def test_remote_code_is_trusted_only_for_the_models_that_ship_their_own_code():
     trusted = {m.id for m in MODELS.values() if m.trust_remote_code}
     assert trusted == REMOTE_CODE_IDS
 
@@ -135,7 +145,7 @@ def test_remote_code_models_say_which_transformers_they_were_written_for():
 
 def test_pypi_shipped_variants_carry_a_sha256_and_a_measured_size():
     shipped = [(m, v) for m in MODELS.values() for v in m.variants if any(s.kind == "pypi" for s in v.sources)]
-    assert {m.id for m, _ in shipped} == {"qwen2.5-coder-1.5b-instruct", "gemma-3-270m"}
+    assert {m.id for m, _ in shipped} == {"qwen2.5-coder-1.5b-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct"}
     for _, variant in shipped:
         assert re.fullmatch(r"[0-9a-f]{64}", variant.sha256 or "")
         assert not variant.size_estimated

@@ -31,6 +31,34 @@ def test_models_json_lists_every_reference_model_with_a_status():
     assert "danlu pull qwen2.5-coder-1.5b-instruct" in rows["qwen2.5-coder-1.5b-instruct"]["status"]
 
 
+MODELS_2025 = {  # issue 14: thinking mode by model
+    "qwen3-0.6b": "hybrid", "qwen3-1.7b": "hybrid", "qwen3-4b": "hybrid", "qwen3-8b": "hybrid", "qwen3-14b": "hybrid",
+    "qwen3-4b-instruct-2507": "never", "qwen3-4b-thinking-2507": "always", "deepseek-r1-distill-qwen-1.5b": "always",
+    "deepseek-r1-distill-qwen-7b": "always", "deepseek-r1-distill-qwen-14b": "always", "glm-4-9b-0414": "never",
+    "glm-z1-9b-0414": "always", "internlm3-8b-instruct": "never", "minicpm4-8b": "never", "yi-1.5-9b-chat": "never",
+    "rwkv-7-world-1.5b": "never", "rwkv-7-world-2.9b": "never", "rwkv7-g1-1.5b": "hybrid", "rwkv7-g1-2.9b": "hybrid",
+    "rwkv7-g1-7.2b": "hybrid", "qwen2.5-coder-0.5b-instruct": "never",
+}
+
+
+def test_models_lists_every_2025_model_with_its_thinking_mode():
+    rows = {r["id"]: r for r in json.loads(danlu("models", "--json").stdout)}
+    assert {model_id: rows[model_id]["thinking"] for model_id in MODELS_2025} == MODELS_2025
+    assert "qwen3:8b" in rows["qwen3-8b"]["aliases"]
+    table = danlu("--lang", "en", "models", env={"COLUMNS": "220"}).stdout
+    assert all(model_id in table for model_id in MODELS_2025) and "hybrid" in table and "always" in table
+
+
+def test_show_gives_thinking_mode_aliases_and_draft():
+    qwen3 = danlu("--lang", "en", "show", "qwen3:8b")  # by its alias
+    assert qwen3.returncode == 0, qwen3.stderr
+    assert "thinking: hybrid" in qwen3.stdout and "qwen3:latest" in qwen3.stdout and "temperature 0.6" in qwen3.stdout
+    r1 = danlu("--lang", "en", "show", "deepseek-r1-distill-qwen-7b").stdout
+    assert "thinking: always" in r1 and "parser r1" in r1
+    coder = danlu("--lang", "en", "show", "qwen2.5-coder-1.5b-instruct").stdout
+    assert "thinking: never" in coder and "qwen2.5-coder-0.5b-instruct" in coder
+
+
 def test_show_json_carries_sources_and_sha256():
     spec = json.loads(danlu("show", "gemma-3-270m", "--json").stdout)
     variant = spec["variants"][0]

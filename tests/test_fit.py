@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from danlu import catalog
 from danlu.catalog.schema import Architecture, ModelSpec, Variant
-from danlu.fit import VERDICTS, DoesNotFit, LlamaOptions, check_fits, fit_catalog, load_plan_for, plan_model
+from danlu.fit import VERDICTS, DoesNotFit, LlamaOptions, check_fits, context_for, fit_catalog, load_plan_for, plan_model
 from danlu.fit import estimate as est
 from danlu.fit.plan import rwkv_strategy_estimate, rwkv_version
 from danlu.fit.shape import Shape, repack_types, shape_from_spec
@@ -382,3 +382,52 @@ def test_qwen_prediction_within_10_percent_at_ctx_512(qwen_path):
     report = measure(str(qwen_path), 512)
     assert report.measured_bytes > GiB  # 1.04 GiB of weights mapped and read, plus the repacked Q4_K copies
     assert abs(report.error) <= 0.10, report.to_dict()
+
+
+# ---------------------------------------------------------------- room for thinking (issue 14)
+
+def test_context_for_adds_the_thinking_budget_within_the_models_own_context():
+    assert context_for(catalog.get("qwen3-8b"), 4096) == 32768  # 4096 + 32768, capped at Qwen3's 32K
+    assert context_for(catalog.get("deepseek-r1-distill-qwen-7b"), 4096) == 4096 + 32768
+    assert context_for(catalog.get("qwen3-4b-instruct-2507"), 4096) == 4096  # never thinks
+    assert context_for(catalog.get("qwen2.5-coder-1.5b-instruct"), 4096) == 4096
+    assert context_for(catalog.get("rwkv7-g1-1.5b"), 4096) == 4096  # an RNN: no budget, no KV cache to grow
+
+
+def test_a_thinking_model_is_planned_with_a_larger_kv_cache_and_says_why():
+    base = dict(id="t", name="T", family="t", architecture="qwen3", backend="llamacpp", params_b=8.19,
+                context_length=32768, vocab_size=151936, license="x", prompt_format="chatml", default_variant="q",
+                shape=Architecture(n_layers=36, n_embd=4096, n_heads=32, n_kv_heads=8, head_dim=128),
+                variants=[Variant(name="q", format="gguf", bits_per_weight=4.9, size_bytes=5_000_000_000)])
+    plain = ModelSpec(**base)
+    thinking = ModelSpec(**{**base, "thinking": "hybrid", "reasoning_parser": "think", "thinking_budget": 8192})
+    hw = machine(24, ram_gb=32)
+    without = fit_catalog(hw, 4096, models=(plain,))[0]
+    with_room = fit_catalog(hw, 4096, models=(thinking,))[0]
+    assert (without.n_ctx, without.thinking_tokens) == (4096, 0)
+    assert (with_room.n_ctx, with_room.thinking_tokens) == (4096 + 8192, 8192)
+    kv = lambda r: r.estimate.gpu.kv_cache + r.estimate.host.kv_cache  # noqa: E731
+    assert kv(with_room) == 3 * kv(without)  # 36 layers x 8 heads x 128 x (K+V) x 2 bytes per cell, 3x the cells
+    assert "8192" in with_room.reason and "thinking" in with_room.reason
+
+
+def test_fit_vram_12_ranks_the_2025_models_with_the_rest():
+    out = CliRunner().invoke(_app(), ["fit", "--vram", "12", "--ram", "16", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["models"]
+    ids = {row["id"] for row in rows}
+    assert {"qwen3-8b", "qwen3-14b", "deepseek-r1-distill-qwen-7b", "glm-z1-9b-0414", "rwkv7-g1-7.2b",
+            "internlm3-8b-instruct", "minicpm4-8b", "yi-1.5-9b-chat", "qwen2.5-coder-0.5b-instruct"} <= ids
+    assert len(rows) == sum(len(s.variants) for s in catalog.all_models())
+    fits = [row["verdict"] in ("gpu", "partial", "cpu", "remote") for row in rows]
+    assert fits == sorted(fits, reverse=True) and any(fits) and not all(fits)
+    by_id = {(row["id"], row["variant"]): row for row in rows}
+    assert by_id[("qwen3-8b", "q4_k_m")]["thinking_tokens"] > 0 and by_id[("qwen3-8b", "q4_k_m")]["n_ctx"] > 4096
+    assert by_id[("yi-1.5-9b-chat", "q4_k_m")]["thinking_tokens"] == 0
+
+
+def test_fit_table_lists_the_2025_models():
+    out = CliRunner().invoke(_app(), ["fit", "--vram", "12", "--ram", "16"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    for model_id in ("qwen3-8b", "deepseek-r1-distill-qwen-7b", "glm-4-9b-0414", "rwkv-7-world-2.9b"):
+        assert model_id in out.output

@@ -18,7 +18,7 @@ TEMPLATES = Path(__file__).parent / "reference_templates"
 NAMED_FORMATS = [
     "chatml", "chatglm3", "chatyuan", "promptclue", "gpt2-dialogbot", "dialogpt", "vicuna",
     "chinese-alpaca", "llama2-chinese", "bluelm", "skywork", "rwkv-world", "rwkv-raven", "gemma",
-    "llama2", "eva2", "raw",
+    "llama2", "eva2", "raw", "deepseek-r1", "glm4", "rwkv-g1",
 ]
 
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -149,6 +149,39 @@ def chatyuan_reference_prompt(turns: list[tuple[str, str]], question: str) -> st
     context = "\n".join(history[-5:])
     text = f"{context}\n用户：{question}\n小元："
     return chatyuan_escape(text.strip())
+
+
+R1_BOS = "<｜begin▁of▁sentence｜>"
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS + PADDED + FINISHED)
+@pytest.mark.parametrize("generation_prompt", [True, False])
+def test_deepseek_r1_matches_the_r1_distill_template(messages, generation_prompt):
+    official = reference("deepseek-r1-distill-qwen.jinja", bos_token=R1_BOS)
+    assert text_of("deepseek-r1", messages, generation_prompt) == to_text(official.render(messages, generation_prompt))
+
+
+def test_deepseek_r1_opens_the_think_block_and_drops_past_thinking():
+    messages = [user("问"), assistant("<think>\n想一想\n</think>\n\n答"), user("再问")]
+    text = text_of("deepseek-r1", messages)
+    assert text.endswith("<｜Assistant｜><think>\n") and "想一想" not in text and "答" in text
+    assert text == to_text(reference("deepseek-r1-distill-qwen.jinja", bos_token=R1_BOS).render(messages, True))
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS + PADDED + FINISHED)
+@pytest.mark.parametrize("generation_prompt", [True, False])
+def test_glm4_matches_the_glm_4_0414_template(messages, generation_prompt):
+    official = reference("glm-4-9b-0414.jinja")
+    assert text_of("glm4", messages, generation_prompt) == to_text(official.render(messages, generation_prompt))
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS + PADDED)
+def test_rwkv_g1_opens_the_think_tag_and_otherwise_writes_world_turns(messages):
+    world = text_of("rwkv-world", messages)
+    on = to_text(get_format("rwkv-g1").render(messages, True))
+    off = to_text(get_format("rwkv-g1").render(messages, True, enable_thinking=False))
+    assert on == world + " <think" and off == world  # BlinkDL's think and no-think prompts
+    assert text_of("rwkv-g1", messages, False) == text_of("rwkv-world", messages, False)
 
 
 @pytest.mark.parametrize("turns", [[], [("你好", "您好！")], [("写代码\n要求：\t缩进", "好的\n```\n\tpass\n```")]])

@@ -265,7 +265,7 @@ def rwkv6_pth(path: Path, vocab: int = 65536, n_embd: int = 64, n_layer: int = 2
 
 
 def rwkv7_pth(path: Path, vocab: int = 65536, n_embd: int = 64, n_layer: int = 2, head_size: int = 32) -> Path:
-    """An RWKV-7 (Goose) checkpoint: the x070 layout (x_r…x_g, w0-2, a0-2, v0-2, g1-2, k_k, k_a, r_k)."""
+    """An RWKV-7 (Goose) checkpoint: the x070 layout (x_r…x_g, w0-2, a0-2, v0-2 from layer 1, g1-2, k_k, k_a, r_k)."""
     seeded()
     c, h, ffn, low = n_embd, n_embd // head_size, n_embd * 4, 16
     w: dict[str, torch.Tensor] = {"emb.weight": torch.randn(vocab, c) * 0.1, "blocks.0.ln0.weight": torch.ones(c),
@@ -280,6 +280,8 @@ def rwkv7_pth(path: Path, vocab: int = 65536, n_embd: int = 64, n_layer: int = 2
                   b + "att.ln_x.bias": torch.zeros(c), **_square(b + "att.", ("key", "value", "receptance", "output"), c),
                   b + "ffn.x_k": torch.rand(1, 1, c), b + "ffn.key.weight": torch.randn(ffn, c) * 0.1,
                   b + "ffn.value.weight": torch.randn(c, ffn) * 0.1})
+    for name in ("v0", "v1", "v2"):  # published checkpoints have none: layer 0's value becomes v_first
+        del w[f"blocks.0.att.{name}"]
     return _save_pth(w, path, vocab, c)
 
 

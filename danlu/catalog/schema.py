@@ -7,6 +7,7 @@ repo or card is listed in `unconfirmed`.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Backend = Literal["llamacpp", "transformers", "rwkv", "remote"]
 WeightFormat = Literal["gguf", "safetensors", "pytorch", "rwkv-pth", "gptq", "lora"]
 SourceKind = Literal["hf", "modelscope", "pypi"]
+#: hybrid: thinks unless told not to (Qwen3's enable_thinking); always: cannot be told (R1 distills, GLM-Z1);
+#: never: answers straight away.
+Thinking = Literal["hybrid", "always", "never"]
+#: An Ollama-style `name:tag` (qwen3:8b, qwen2.5-coder:1.5b, yi:9b-chat-v1.5).
+ALIAS_PATTERN = r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$"
 
 
 class Strict(BaseModel):
@@ -61,6 +67,7 @@ class GenerationDefaults(Strict):
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 40
+    min_p: float = 0.0
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -114,6 +121,14 @@ class ModelSpec(Strict):
     stop_strings: list[str] = Field(default_factory=list)
     stop_token_ids: list[int] = Field(default_factory=list)
     generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
+    generation_no_think: GenerationDefaults | None = Field(
+        None, description="hybrid models: the card's sampling with thinking off, when it differs from `generation`")
+    thinking: Thinking = "never"
+    reasoning_parser: str | None = Field(None, description="how it writes its thinking: a danlu/outputs/reasoning.py family")
+    thinking_budget: int | None = Field(None, description="tokens of context to leave for thinking (the card's max output)")
+    tool_protocol: str | None = Field(None, description="how it writes tool calls: a danlu/outputs/tool_calls.py parser")
+    aliases: list[str] = Field(default_factory=list, description="Ollama-style names; `NAME:TAG-VARIANT` picks a variant")
+    draft: str | None = Field(None, description="catalog id of a smaller model with the same vocabulary (speculative decoding)")
     trust_remote_code: bool = False
     remote_code_transformers: str | None = Field(None, description="transformers version the remote code was written for")
     chat: bool = Field(True, description="instruction/chat tuned; False for base models")
@@ -133,6 +148,23 @@ class ModelSpec(Strict):
             raise ValueError(f"default_variant {self.default_variant!r} not in {names}")
         return self
 
+    @model_validator(mode="after")
+    def _thinking_is_consistent(self) -> "ModelSpec":
+        if (self.thinking != "never") != (self.reasoning_parser is not None):
+            raise ValueError("a model that thinks names its reasoning_parser, and only such a model does")
+        if self.thinking == "never" and self.thinking_budget is not None:
+            raise ValueError("thinking_budget is for models that think")
+        if self.generation_no_think is not None and self.thinking != "hybrid":
+            raise ValueError("generation_no_think is for hybrid models, whose thinking can be turned off")
+        return self
+
+    @model_validator(mode="after")
+    def _aliases_are_ollama_style(self) -> "ModelSpec":
+        bad = [a for a in self.aliases if not re.match(ALIAS_PATTERN, a)]
+        if bad:
+            raise ValueError(f"aliases must be lowercase NAME:TAG, not {bad}")
+        return self
+
     def variant(self, name: str | None = None) -> Variant:
         """The named variant, or the default one."""
         wanted = name or self.default_variant
@@ -140,6 +172,12 @@ class ModelSpec(Strict):
             if v.name == wanted:
                 return v
         raise KeyError(f"{self.id} has no variant {wanted!r}; it has {[v.name for v in self.variants]}")
+
+    def sampling(self, thinking: bool = True) -> GenerationDefaults:
+        """The recommended sampling; a hybrid model's card may recommend other settings with thinking off."""
+        if not thinking and self.generation_no_think is not None:
+            return self.generation_no_think
+        return self.generation
 
     def backend_for(self, variant: Variant) -> Backend:
         return variant.backend or self.backend

@@ -10,9 +10,9 @@
 
 from danlu.fit.api import MeasureReport, check_fits, check_path_fits, fit_catalog, load_plan_for, local_weights, measure
 from danlu.fit.estimate import Breakdown, Estimate, LlamaOptions
-from danlu.fit.plan import VERDICTS, Budget, DoesNotFit, FitResult, fmt_bytes, plan_model, rank
+from danlu.fit.plan import VERDICTS, Budget, DoesNotFit, FitResult, context_for, fmt_bytes, plan_model, rank
 
 __all__ = [
-    "Breakdown", "Budget", "DoesNotFit", "Estimate", "FitResult", "LlamaOptions", "MeasureReport", "VERDICTS",
+    "Breakdown", "Budget", "DoesNotFit", "context_for", "Estimate", "FitResult", "LlamaOptions", "MeasureReport", "VERDICTS",
     "check_fits", "check_path_fits", "fit_catalog", "fmt_bytes", "load_plan_for", "local_weights", "measure", "plan_model", "rank",
 ]

@@ -16,9 +16,8 @@ from danlu.config import Settings, get_settings
 from danlu.errors import DanluError
 from danlu.fit.estimate import Estimate, LlamaOptions, llamacpp_estimate
 from danlu.fit.measure import Measurement, measure_in_subprocess
-from danlu.fit.plan import Budget, DoesNotFit, FitResult, gguf_inputs, place_llamacpp, plan_model, rank, \
-    refusal_message, \
-    transformers_path_estimate
+from danlu.fit.plan import Budget, DoesNotFit, FitResult, gguf_inputs, place_llamacpp, plan_model, plan_with_thinking, \
+    rank, refusal_message, transformers_path_estimate
 from danlu.hardware import Hardware, detect
 
 ALTERNATIVES_SHOWN = 3
@@ -37,11 +36,12 @@ def local_weights(spec: ModelSpec, variant: Variant, settings: Settings | None =
 
 def fit_catalog(hw: Hardware | None = None, n_ctx: int | None = None, settings: Settings | None = None,
                 models: tuple[ModelSpec, ...] | None = None) -> list[FitResult]:
-    """Every model and variant of the catalog planned for `hw`, best first."""
+    """Every model and variant of the catalog planned for `hw`, best first; models that think are planned with
+    room for their thinking on top of `n_ctx` (plan.context_for)."""
     settings = settings or get_settings()
     hw = hw or detect()
     n_ctx = n_ctx or settings.n_ctx
-    results = [plan_model(spec, variant, hw, n_ctx, local_weights(spec, variant, settings))
+    results = [plan_with_thinking(spec, variant, hw, n_ctx, local_weights(spec, variant, settings))
                for spec in (models if models is not None else catalog.all_models()) for variant in spec.variants]
     return rank(results)
 

@@ -46,6 +46,7 @@ class FitResult:
     strategy: str | None = None  # RWKV's strategy string
     ceval: float | None = None
     ceval_note: str = ""
+    thinking_tokens: int = 0  # of n_ctx, the room left for the model's thinking (context_for)
 
     @property
     def predicted_bytes(self) -> int:
@@ -81,7 +82,8 @@ class FitResult:
                 "predicted_bytes": self.predicted_bytes, "verdict": self.verdict, "verdict_text": self.verdict_text(),
                 "gpu_layers": self.gpu_layers, "n_layers": self.estimate.n_layers, "strategy": self.strategy,
                 "speed": self.speed, "tokens_per_s": round(self.tokens_per_s, 1), "ceval": self.ceval,
-                "ceval_note": self.ceval_note, "reason": self.reason, "estimate": self.estimate.to_dict()}
+                "ceval_note": self.ceval_note, "thinking_tokens": self.thinking_tokens, "reason": self.reason,
+                "estimate": self.estimate.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,23 @@ def plan_model(spec: ModelSpec, variant: Variant, hw: Hardware, n_ctx: int, path
     if spec.unsupported:
         return replace(result, verdict="unsupported", reason=spec.unsupported)
     return result
+
+
+def context_for(spec: ModelSpec, n_ctx: int) -> int:
+    """The context a model needs for a conversation of `n_ctx` tokens: a model that thinks first also needs room
+    for its thinking (the catalog's thinking_budget), within the context it supports."""
+    room = (spec.thinking_budget or 0) if spec.thinking != "never" else 0
+    return max(1, min(n_ctx + room, spec.context_length))
+
+
+def plan_with_thinking(spec: ModelSpec, variant: Variant, hw: Hardware, n_ctx: int, path: Path | None = None) -> FitResult:
+    """plan_model at context_for(spec, n_ctx); the reason says how much of the context is kept for thinking."""
+    result = plan_model(spec, variant, hw, context_for(spec, n_ctx), path)
+    room = result.n_ctx - min(n_ctx, spec.context_length)
+    if room <= 0 or spec.unsupported:
+        return result
+    reason = _extend(result.reason, f"；上下文含 {room} token 思考预留", f"; the context includes {room} tokens for thinking")
+    return replace(result, thinking_tokens=room, reason=reason)
 
 
 def llamacpp_inputs(spec: ModelSpec, variant: Variant, hw: Hardware, path: Path | None) -> tuple[Shape, Weights, str]:

@@ -7,7 +7,7 @@
 
 Tokenize each segment on its own: markup with special tokens on, content as plain text, so user input can
 never turn into control tokens. See base.py for the types, jinja.py for template splitting, builtin.py and
-dialogue.py for the named formats, tools.py for how named formats write tools, tool calls and tool results.
+dialogue.py and thinking.py for the named formats, tools.py for how named formats write tools, tool calls and tool results.
 """
 
 from danlu.formats.base import (
@@ -23,6 +23,7 @@ from danlu.formats.jinja import from_template
 # Imported for their side effect: each module registers its named formats.
 from danlu.formats import builtin as _builtin  # noqa: F401,E402
 from danlu.formats import dialogue as _dialogue  # noqa: F401,E402
+from danlu.formats import thinking as _thinking  # noqa: F401,E402
 from danlu.formats.dialogue import dialogpt_format  # noqa: E402
 
 __all__ = [

@@ -141,7 +141,8 @@ def rwkv_clean(text: str) -> str:
     return re.sub(r"\n{2,}", "\n", text.strip().replace("\r\n", "\n"))
 
 
-def _render_rwkv(messages: list[dict], add_generation_prompt: bool, user: str, bot: str) -> list[Segment]:
+def render_rwkv_dialogue(messages: list[dict], add_generation_prompt: bool, user: str, bot: str) -> list[Segment]:
+    """RWKV's plain-text turns between two speakers (World, Raven, and G1 in formats/thinking.py)."""
     messages = checked_messages(messages)
     system = first_system(messages)
     segments = [plain(system.strip()), markup("\n\n")] if system else []
@@ -157,7 +158,7 @@ def _render_rwkv(messages: list[dict], add_generation_prompt: bool, user: str, b
 def render_rwkv_world(messages: list[dict], add_generation_prompt: bool = True) -> list[Segment]:
     """RWKV World: `User: …\\n\\nAssistant: …\\n\\nUser: …\\n\\nAssistant:` (never Bob/Alice or Q/A); a system
     prompt is a leading paragraph."""
-    return _render_rwkv(messages, add_generation_prompt, "User", "Assistant")
+    return render_rwkv_dialogue(messages, add_generation_prompt, "User", "Assistant")
 
 
 RWKV_RAVEN_PRIMER = """The following is a verbose and detailed conversation between an AI assistant called Bot, \
@@ -179,7 +180,7 @@ def render_rwkv_raven(messages: list[dict], add_generation_prompt: bool = True) 
     """ChatRWKV chat for Pile/Raven models: `User: {msg}\\n\\nBot:` turns (ChatRWKV v1 English names; v2 used
     Bob/Alice). ChatRWKV primes the state with an example dialogue: pass one (e.g. RWKV_RAVEN_PRIMER) as the
     system message and it becomes the leading paragraph."""
-    return _render_rwkv(messages, add_generation_prompt, "User", "Bot")
+    return render_rwkv_dialogue(messages, add_generation_prompt, "User", "Bot")
 
 
 @register_format("raw", supports_system=False, max_history_messages=1)
