@@ -181,8 +181,19 @@ def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "", pat
                              eos_token=_token_text(engine, _first(engine.eos_token_ids())),
                              control_tokens=getattr(engine, "control_tokens", tuple)(), **_template_parsers(spec))
     if spec:
-        return get_format(spec.prompt_format)
+        return with_catalog_facts(get_format(spec.prompt_format), spec)
     return get_format(recorded_format(path) or PATH_FORMATS.get(backend, "raw"))
+
+
+def with_catalog_facts(fmt: ChatFormat, spec: ModelSpec) -> ChatFormat:
+    """A named format as this model uses it: the catalog's thinking mode, parser and tool protocol win."""
+    thinking = getattr(spec, "thinking", "never")
+    changes = {"thinking": thinking} if thinking != "never" else {}
+    if getattr(spec, "reasoning_parser", None):
+        changes["reasoning"] = spec.reasoning_parser
+    if getattr(spec, "tool_protocol", None) and fmt.tool_protocol:
+        changes["tool_protocol"] = spec.tool_protocol
+    return replace(fmt, **changes) if changes else fmt
 
 
 def _template_parsers(spec: ModelSpec | None) -> dict:
@@ -213,11 +224,12 @@ def _first(ids: set[int]) -> int | None:
     return min(ids) if ids else None
 
 
-def default_params(spec: ModelSpec | None) -> GenerationParams:
-    """The catalog's recommended sampling, the model's own stop ids always on."""
+def default_params(spec: ModelSpec | None, thinking: bool = True) -> GenerationParams:
+    """The catalog's recommended sampling (a hybrid model's card may differ with thinking off), the model's
+    own stop ids always on."""
     if spec is None:
         return GenerationParams()
-    g = spec.generation
+    g = spec.sampling(thinking)
     return GenerationParams(
         max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, min_p=g.min_p,
         repetition_penalty=g.repetition_penalty, presence_penalty=g.presence_penalty,

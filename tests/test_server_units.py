@@ -17,7 +17,7 @@ from danlu.backends.slots import SlotTable
 from danlu.server.cli import parse_duration, remote_add_command, remote_list_command, remote_rm_command, serve_command
 from danlu.server.errors import ApiError
 from danlu.server.openai.protocol import ChatCompletionRequest, CompletionRequest
-from danlu.server.security import allowed_host, check_bind, check_cors, host_name, is_loopback
+from danlu.server.security import check_bind, is_loopback
 from danlu.server.service import resolve_params
 
 MSG = [{"role": "user", "content": "你好"}]

@@ -165,10 +165,9 @@ class BodyLimit:
 
 
 @contextmanager
-def background_server(settings: ServerSettings, log_level: str = "warning") -> Iterator[str]:
-    """Serve `settings` with uvicorn in a thread of this process (tests, benchmarks); yields the base URL.
-
-    Port 0 picks a free port on the loopback address in `settings.host`."""
+def background_server(settings: ServerSettings, log_level: str = "warning", app: FastAPI | None = None) -> Iterator[str]:
+    """Serve `settings` (or an `app` made from them) with uvicorn in a thread of this process (tests,
+    benchmarks); yields the base URL. Port 0 picks a free port on the loopback address in `settings.host`."""
     import socket
     import threading
     import time
@@ -179,7 +178,7 @@ def background_server(settings: ServerSettings, log_level: str = "warning") -> I
         with socket.socket() as sock:
             sock.bind((settings.host, 0))
             settings.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    server = uvicorn.Server(uvicorn.Config(app or create_app(settings), host=settings.host, port=settings.port,
                                            log_level=log_level, timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, name="danlu-uvicorn", daemon=True)
     thread.start()

@@ -55,7 +55,7 @@ class ModelResolver:
             raise not_found(str(exc)) from None
 
     def _named(self, name: str) -> tuple[str, Resolved]:
-        aliased = catalog.resolve_alias(name) if hasattr(catalog, "resolve_alias") else None
+        aliased = catalog.resolve_alias(name)
         if aliased is not None:
             return self._catalog(*aliased)
         model_id, _, variant = name.partition(":")
@@ -71,7 +71,7 @@ class ModelResolver:
     def catalog_target(self, name: str) -> tuple[ModelSpec, str | None]:
         """The catalog model and variant a name means, downloaded or not (for pull and delete)."""
         try:
-            aliased = catalog.resolve_alias(name) if hasattr(catalog, "resolve_alias") else None
+            aliased = catalog.resolve_alias(name)
             model_id, _, variant = name.partition(":")
             model_id, variant = aliased if aliased is not None else (model_id, variant or None)
             variant = None if variant == LATEST else variant

@@ -55,6 +55,11 @@ class ServedModel:
         return self.engine.n_ctx
 
     @property
+    def params_no_think(self) -> GenerationParams:
+        """The catalog's sampling with thinking off (Qwen3's card recommends other settings then)."""
+        return loader.default_params(self.resolved.spec, thinking=False) if self.resolved.spec else self.params
+
+    @property
     def model_stops(self) -> tuple[str, ...]:
         spec = self.resolved.spec
         return tuple(self.fmt.stop_strings) + (tuple(spec.stop_strings) if spec else ())

@@ -75,7 +75,7 @@ class Service:
         thinking = thinking_rules.resolve(served, call.thinking, self.scheduler.settings)
         ids = self._chat_ids(served, call, thinking)
         params = self._params(served, call.sampling, call.max_tokens, None, call.stop, len(ids), "messages",
-                              call.num_ctx, served.model_stops)
+                              call.num_ctx, served.model_stops, thinking is not False)
         params = replace(params, constraint=constraint_for(call, served, thinking))
         return Prepared(ids, params, self._options(served, call.logprobs, call.logit_bias, call.ignore_eos),
                         parsing_for(served, call, thinking), call.reasoning_budget)
@@ -117,7 +117,7 @@ class Service:
 
     def _params(self, served: ServedModel, sampling: dict, max_tokens: int | None, default_max: int | None,
                 stop: list[str], n_prompt: int, param: str, num_ctx: int | None,
-                model_stops: tuple[str, ...] = ()) -> GenerationParams:
+                model_stops: tuple[str, ...] = (), thinking: bool = True) -> GenerationParams:
         """The sampling settings (user > server > model), max_tokens checked against what the context has left."""
         n_ctx = min(served.n_ctx, num_ctx) if num_ctx else served.n_ctx
         room = n_ctx - n_prompt
@@ -128,7 +128,8 @@ class Service:
             raise ApiError(400, f"max_tokens={max_tokens} 加上提示的 {n_prompt} 个 token 超过上下文 {n_ctx} / max_tokens="
                            f"{max_tokens} plus the {n_prompt}-token prompt exceeds the context of {n_ctx}: set "
                            f"max_tokens to at most {room}", param="max_tokens", code="context_length_exceeded")
-        return resolve_params(served.params, self.scheduler.settings.sampling_defaults, sampling,
+        model = served.params if thinking else served.params_no_think
+        return resolve_params(model, self.scheduler.settings.sampling_defaults, sampling,
                               max_tokens, default_max, [*model_stops, *stop], room)
 
     def _options(self, served: ServedModel, logprobs: int | None, bias: dict | None, ignore_eos: bool) -> SubmitOptions:
