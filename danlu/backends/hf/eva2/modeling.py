@@ -195,6 +195,8 @@ class EvaBlock(nn.Module):
 class EvaStack(nn.Module):
     """The encoder or the decoder: the shared embedding, the blocks, a final norm."""
 
+    main_input_name = "input_ids"  # what transformers' `generate` asks of an encoder
+
     def __init__(self, config: EvaConfig, embed_tokens: nn.Embedding, is_decoder: bool):
         super().__init__()
         self.is_decoder = is_decoder
