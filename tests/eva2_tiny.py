@@ -52,8 +52,8 @@ def _attention(state: dict, g: torch.Generator, prefix: str, c: dict, cross: boo
         kv = _normal(g, 2 * inner, d)
         state[f"{prefix}.k.weight"], state[f"{prefix}.v.weight"] = kv[:inner], kv[inner:]
     else:  # the fused `project` cut in three
-        fused = _normal(g, 3 * inner, d)
-        state[f"{prefix}.q.weight"], state[f"{prefix}.k.weight"], state[f"{prefix}.v.weight"] = fused[:inner], fused[inner:2 * inner], fused[2 * inner:]
+        q, k, v = _normal(g, 3 * inner, d).split(inner)
+        state[f"{prefix}.q.weight"], state[f"{prefix}.k.weight"], state[f"{prefix}.v.weight"] = q, k, v
     state[f"{prefix}.o.weight"] = _normal(g, d, inner)
 
 

@@ -53,7 +53,7 @@ class _Scorer:
         self.keep_at_least = len(run.stop_ids) + 1  # warpers leave a non-stop token to explore
 
     def __call__(self, histories: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
-        scores = torch.log_softmax(logits.float(), dim=-1)
+        scores = torch.log_softmax(logits.float().cpu(), dim=-1)  # the bookkeeping lives on the CPU
         scores = self._penalised(histories, scores)
         if self.run.banned:
             for row, history in enumerate(histories):

@@ -168,11 +168,13 @@ class EvaEngine:
     def _cache(self, encoder_ids: list[int]) -> EvaCache:
         if self.model is None:
             raise DanluError("模型已卸载 / the model was closed")
-        if self._encoded is None or self._encoded[0] != encoder_ids:
+        encoded = self._encoded  # read once: another caller may replace it meanwhile
+        if encoded is None or encoded[0] != encoder_ids:
             with torch.no_grad():
-                self._encoded = (encoder_ids, self.model.encode(self._tensor([encoder_ids])))
+                encoded = (encoder_ids, self.model.encode(self._tensor([encoder_ids])))
+            self._encoded = encoded
         with torch.no_grad():
-            return self.model.new_cache(self._encoded[1])
+            return self.model.new_cache(encoded[1])
 
     def _step(self, cache: EvaCache, tokens: list[int]) -> torch.Tensor:
         """Logits [tokens, vocab] for decoder tokens fed after what the cache holds."""

@@ -187,8 +187,8 @@ class EvaBlock(nn.Module):
         normed = self.layer[0].layer_norm(hidden)
         keys, values = cache.extend(index, attention.heads_of(attention.k(normed)), attention.heads_of(attention.v(normed)))
         hidden = hidden + attention.attend(normed, keys, values, bias)
-        cross_keys, cross_values = cache.cross[index]
-        hidden = hidden + self.layer[1].EncDecAttention.attend(self.layer[1].layer_norm(hidden), cross_keys, cross_values, None)
+        cross = self.layer[1]
+        hidden = hidden + cross.EncDecAttention.attend(cross.layer_norm(hidden), *cache.cross[index], None)
         return self.layer[-1](hidden)
 
 
@@ -236,7 +236,8 @@ class EvaStack(nn.Module):
 
 
 class EvaForConditionalGeneration(PreTrainedModel, GenerationMixin):
-    """EVA2.0 (and EVA1.0): `encode`, `new_cache`, `decode` for danlu's engine; `forward` for transformers."""
+    """EVA2.0 (EVA1.0's Hub files share the layout, with attn_scale false): `encode`, `new_cache`, `decode`
+    for danlu's engine; `forward` and `generate` for transformers."""
 
     config_class = EvaConfig
     base_model_prefix = "eva"
