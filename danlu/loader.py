@@ -174,7 +174,7 @@ PATH_FORMATS = {"rwkv": "rwkv-world"}
 
 def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "", path: Path | None = None) -> ChatFormat:
     """The model's own template first; then the catalog's named format; for a bare path, the format recorded
-    beside it by `danlu export`, else its runtime's usual one."""
+    beside it by `danlu export`, else the one the engine knows its model by (EVA2.0), else its runtime's usual one."""
     template = engine.chat_template()
     if template:
         return from_template(template, bos_token=_token_text(engine, engine.bos_token_id()),
@@ -182,7 +182,8 @@ def choose_format(engine: Engine, spec: ModelSpec | None, backend: str = "", pat
                              control_tokens=getattr(engine, "control_tokens", tuple)(), **_template_parsers(spec))
     if spec:
         return with_catalog_facts(get_format(spec.prompt_format), spec)
-    return get_format(recorded_format(path) or PATH_FORMATS.get(backend, "raw"))
+    own = getattr(engine, "prompt_format", None)
+    return get_format(recorded_format(path) or own or PATH_FORMATS.get(backend, "raw"))
 
 
 def with_catalog_facts(fmt: ChatFormat, spec: ModelSpec) -> ChatFormat:
@@ -233,7 +234,8 @@ def default_params(spec: ModelSpec | None, thinking: bool = True) -> GenerationP
     return GenerationParams(
         max_tokens=g.max_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k, min_p=g.min_p,
         repetition_penalty=g.repetition_penalty, presence_penalty=g.presence_penalty,
-        frequency_penalty=g.frequency_penalty, stop_token_ids=list(spec.stop_token_ids),
+        frequency_penalty=g.frequency_penalty, num_beams=g.num_beams, length_penalty=g.length_penalty,
+        stop_token_ids=list(spec.stop_token_ids),
     )
 
 

@@ -38,6 +38,8 @@ class GenerationParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    num_beams: int = 1  # > 1: beam search, where an engine has it (EVA2.0); the reply then comes at the end
+    length_penalty: float = 1.0  # beam search: a finished beam scores sum_logprob / length ** length_penalty
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     constraint: Any = None  # danlu.outputs.grammar.Constraint: what the output must match (JSON, a grammar)

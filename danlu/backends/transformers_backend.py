@@ -1,8 +1,8 @@
 """transformers backend: PyTorch models through Hugging Face transformers (and peft for LoRA).
 
 Covers what GGUF/llama.cpp does not: GPT-2 dialogue bots with a BERT tokenizer, DialoGPT, T5
-(ChatYuan, PromptCLUE), remote-code chat models (ChatGLM3, Qwen-1, Skywork, BlueLM — only with
---trust-remote-code), Llama-family bases with Chinese LoRA adapters, GPTQ and bitsandbytes on CUDA,
+(ChatYuan, PromptCLUE), EVA2.0 (danlu's own port in hf/eva2/), remote-code chat models (ChatGLM3,
+Qwen-1, Skywork, BlueLM — only with --trust-remote-code), Llama-family bases with Chinese LoRA adapters, GPTQ and bitsandbytes on CUDA,
 and GGUF files read by transformers itself (the cross-check against llama.cpp).
 The pieces live in `danlu/backends/hf/`: loading.py (what may load, and how), causal.py and
 seq2seq.py (the engines), tokens.py (token bytes for streaming).
@@ -14,7 +14,7 @@ from danlu.catalog.schema import ModelSpec, Variant
 from danlu.lora import apply_adapters, rope_overrides
 
 from .base import Engine, LoadPlan
-from .hf import loading
+from .hf import eva2, loading
 from .hf.causal import CausalEngine
 from .hf.seq2seq import Seq2SeqEngine
 
@@ -24,6 +24,9 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> Eng
     loading.refuse_unsupported(spec)
     source = loading.resolve_source(plan)
     config = loading.read_config(source)
+    if eva2.is_eva(spec, config):  # no class in transformers and no code on the Hub: danlu's port
+        _set_threads(plan)
+        return eva2.load(spec, variant, plan, source, config)
     trusted = loading.consent_to_remote_code(spec, plan, loading.remote_code_needed(spec, config))
     placement = loading.choose_placement(plan, config, variant)
     _set_threads(plan)

@@ -72,6 +72,8 @@ class GenerationDefaults(Strict):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     max_tokens: int = 512
+    num_beams: int = Field(1, ge=1, description="beam search when > 1 (beam sampling when temperature > 0)")
+    length_penalty: float = Field(1.0, description="beam search: a finished beam scores sum_logprob / length ** this")
 
 
 class ReferenceScore(Strict):

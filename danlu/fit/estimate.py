@@ -251,6 +251,37 @@ def transformers_estimate(shape: Shape, weights: TorchWeights, n_ctx: int, dtype
     return Estimate("transformers", n_ctx, Breakdown(), host, 0, shape.n_layers, source)
 
 
+# ---------------------------------------------------------------- encoder–decoder (T5, EVA2.0)
+
+def encoder_decoder_kv_bytes(shape: Shape, n_enc: int, n_dec: int, beams: int, dtype_bytes: int) -> int:
+    """The decoder's cache: self-attention K/V for each beam's tokens, plus cross-attention K/V over the
+    encoder output, computed once per prompt and shared by the beams (`shape.n_layers` counts one stack)."""
+    return sum(shape.kv_width) * (n_dec * beams + n_enc) * dtype_bytes
+
+
+def encoder_activations(shape: Shape, n_enc: int, dtype_bytes: int) -> int:
+    """One encoder pass over the prompt: per token the hidden state, its residual and normalised copy
+    (3·n_embd), q, k, v and the attention output (4·heads·head_dim), the gated feed-forward (3·n_ff);
+    and one layer's attention scores with their softmax (2·heads·n_enc²: the port builds them whole)."""
+    per_token = 3 * shape.n_embd + 4 * shape.n_heads * shape.head_dim_k + 3 * shape.n_ff
+    return (n_enc * per_token + 2 * shape.n_heads * n_enc * n_enc) * dtype_bytes
+
+
+def encoder_decoder_estimate(shape: Shape, weight_bytes: int, n_ctx: int, n_reply: int, dtype_bytes: int,
+                             on_gpu: bool, beams: int = 1, source: str = "catalog") -> Estimate:
+    """An encoder–decoder with an n_ctx-token prompt and n_reply reply tokens per beam: weights, the
+    decoder cache, the encoder's activations or a decoding step's fp32 logits (whichever is larger)."""
+    kv = encoder_decoder_kv_bytes(shape, n_ctx, n_reply, beams, dtype_bytes)
+    step = 3 * beams * shape.n_vocab * 4  # logits, log-probs and the beams' summed scores
+    acts = max(encoder_activations(shape, n_ctx, dtype_bytes), step)
+    if on_gpu:
+        gpu = Breakdown(weight_bytes, kv, acts, CUDA_CONTEXT + int((kv + acts) * TORCH_ALLOCATOR_SLACK))
+        host = Breakdown(overhead=TORCH_HOST_BASE + CUDA_HOST_RUNTIME)
+        return Estimate("transformers", n_ctx, gpu, host, shape.n_layers, shape.n_layers, source)
+    host = Breakdown(weight_bytes, kv, acts, TORCH_HOST_BASE)
+    return Estimate("transformers", n_ctx, Breakdown(), host, 0, shape.n_layers, source)
+
+
 # ---------------------------------------------------------------- RWKV (the rwkv package)
 
 def rwkv_state_bytes(architecture: str, shape: Shape, dtype_bytes: float) -> int:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from danlu.catalog.schema import ModelSpec, ReferenceScore, Variant
 from danlu.errors import DanluError
-from danlu.fit.estimate import (DTYPE_BYTES, Breakdown, Estimate, LlamaOptions, TorchWeights, llamacpp_estimate,
-                                rwkv_estimate, transformers_estimate)
-from danlu.fit.shape import (Shape, Weights, read_hf_dir, repack_types, shape_from_gguf, shape_from_spec,
-                             weight_bytes_for, weights_from_gguf, weights_from_spec)
+from danlu.fit.estimate import (DTYPE_BYTES, Breakdown, Estimate, LlamaOptions, TorchWeights, encoder_decoder_estimate,
+                                llamacpp_estimate, rwkv_estimate, transformers_estimate)
+from danlu.fit.shape import (ENCODER_DECODER, Shape, Weights, read_hf_dir, repack_types, shape_from_gguf,
+                             shape_from_spec, weight_bytes_for, weights_from_gguf, weights_from_spec)
 from danlu.hardware import GiB, Hardware
 
 VERDICTS = ("gpu", "partial", "cpu", "remote", "no-fit", "unsupported")  # best first
@@ -207,11 +207,7 @@ def _within(est: Estimate, budget: Budget) -> bool:
 
 
 def _plan_transformers(spec: ModelSpec, variant: Variant, budget: Budget, n_ctx: int) -> FitResult:
-    shape = shape_from_spec(spec)
-    dtype = 4 if variant.bits_per_weight >= 32 else 2
-    weights = TorchWeights(weight_bytes_for(spec, variant))  # full: the tie and the file layout are unknown
-    gpu = transformers_estimate(shape, weights, n_ctx, dtype, on_gpu=True)
-    cpu = transformers_estimate(shape, weights, n_ctx, dtype, on_gpu=False)
+    gpu, cpu = _torch_estimates(spec, variant, n_ctx)
     make = lambda verdict, est, why: FitResult(spec.id, variant.name, "transformers", n_ctx, verdict, est, why,  # noqa: E731
                                                _tokens_per_s(est, budget))
     if budget.vram and _within(gpu, budget):
@@ -221,6 +217,26 @@ def _plan_transformers(spec: ModelSpec, variant: Variant, budget: Budget, n_ctx:
     if cpu.host_needed <= budget.ram:
         return make("cpu", cpu, _why_cpu(cpu, gpu if budget.vram else None, budget))
     return make("no-fit", cpu, _why_not(gpu, cpu, budget))
+
+
+def _torch_estimates(spec: ModelSpec, variant: Variant, n_ctx: int) -> tuple[Estimate, Estimate]:
+    """(on the GPU, on the CPU) for a transformers model from the catalog."""
+    shape = shape_from_spec(spec)
+    if spec.architecture in ENCODER_DECODER:
+        return _encoder_decoder_estimates(spec, variant, shape, n_ctx)
+    dtype = 4 if variant.bits_per_weight >= 32 else 2
+    weights = TorchWeights(weight_bytes_for(spec, variant))  # full: the tie and the file layout are unknown
+    return (transformers_estimate(shape, weights, n_ctx, dtype, on_gpu=True),
+            transformers_estimate(shape, weights, n_ctx, dtype, on_gpu=False))
+
+
+def _encoder_decoder_estimates(spec: ModelSpec, variant: Variant, shape: Shape, n_ctx: int) -> tuple[Estimate, Estimate]:
+    """In the dtype danlu loads them in (backends/hf/loading.py): fp32 on the CPU (an fp16 file doubles),
+    bf16/fp16 on a GPU; a reply of the catalog's max_tokens (at most n_ctx) on each of its beams."""
+    elements = weight_bytes_for(spec, variant) / (variant.bits_per_weight / 8)
+    reply, beams = min(spec.generation.max_tokens, n_ctx), spec.generation.num_beams
+    return (encoder_decoder_estimate(shape, int(elements * 2), n_ctx, reply, 2, on_gpu=True, beams=beams),
+            encoder_decoder_estimate(shape, int(elements * 4), n_ctx, reply, 4, on_gpu=False, beams=beams))
 
 
 def transformers_path_estimate(path: Path, n_ctx: int, on_gpu: bool = False) -> Estimate:

@@ -24,6 +24,8 @@ ARM_REPACK = frozenset({"q4_0", "q4_k", "q5_k", "q6_k", "iq4_nl", "mxfp4", "q8_0
 # share of layer weights a catalog variant (no local header) has in repackable types; Q4_K_M mixes
 # Q4_K with Q6_K/Q5_0, so about half (gemma-3-270m: 5% because of its odd dims; qwen2.5-1.5b: ~60%)
 CATALOG_REPACK_SHARE = {"q4_0": 1.0, "iq4_nl": 1.0, "q4_k": 0.6}
+#: Catalog architectures with an encoder and a decoder of `n_layers` blocks each.
+ENCODER_DECODER = frozenset({"t5", "eva2"})
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ def shape_from_spec(spec: ModelSpec) -> Shape:
     window = s.sliding_window or 0
     swa = swa_pattern(n_layers, *SWA_PATTERNS[spec.architecture]) if window and spec.architecture in SWA_PATTERNS \
         else (False,) * n_layers
-    return Shape(spec.architecture, n_layers, n_embd, ffn_from_params(spec, n_layers, n_embd, n_heads, n_kv, head_dim),
+    ffn = encoder_decoder_ffn if spec.architecture in ENCODER_DECODER else ffn_from_params
+    return Shape(spec.architecture, n_layers, n_embd, ffn(spec, n_layers, n_embd, n_heads, n_kv, head_dim),
                  n_heads, (n_kv,) * n_layers, head_dim, head_dim, spec.vocab_size, window, swa)
 
 
@@ -132,6 +135,16 @@ def ffn_from_params(spec: ModelSpec, n_layers: int, n_embd: int, n_heads: int, n
     per_layer = (spec.params_b * 1e9 - 2 * spec.vocab_size * n_embd) / n_layers
     attention = n_embd * head_dim * (2 * n_heads + 2 * n_kv)
     n_ff = int((per_layer - attention) / (3 * n_embd))
+    return n_ff if n_ff >= n_embd else 4 * n_embd
+
+
+def encoder_decoder_ffn(spec: ModelSpec, n_layers: int, n_embd: int, n_heads: int, n_kv: int, head_dim: int) -> int:
+    """The same for an encoder–decoder: per encoder block one attention and per decoder block two, each
+    2·n_embd·(heads + kv heads)·head_dim, plus a gated MLP in every block; an embedding and an output
+    matrix. (EVA2.0-base: 0.3B, 12 + 12 × 768 gives 3,055 for the true 3,072.)"""
+    attention = n_embd * head_dim * (2 * n_heads + 2 * n_kv)
+    rest = spec.params_b * 1e9 - 2 * spec.vocab_size * n_embd - 3 * n_layers * attention
+    n_ff = int(rest / (6 * n_layers * n_embd))
     return n_ff if n_ff >= n_embd else 4 * n_embd
 
 

@@ -123,8 +123,9 @@ EVA_UTTERANCES = 8
 @register_format("eva2", stop_strings=("<sep>",), supports_system=False, max_history_messages=EVA_UTTERANCES)
 def render_eva2(messages: list[dict], add_generation_prompt: bool = True) -> list[Segment]:
     """EVA2.0 encoder input: the last 8 utterances, each ending in `<sep>`, then `<s_0>` (the sentinel the
-    decoder starts from). The reference also drops utterances past 128 tokens; that needs the tokenizer, so
-    it is left to the caller."""
+    decoder starts from). The reference also skips utterances that would take the context past 128 tokens;
+    that needs the tokenizer, so the EVA engine applies it to every prompt ending in `<s_0>`
+    (danlu/backends/hf/eva2/layout.py), whoever rendered it (chat, server)."""
     segments = []
     for message in newest(without_system(messages), EVA_UTTERANCES):
         segments += [plain(message["content"]), markup("<sep>")]

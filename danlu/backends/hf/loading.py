@@ -1,7 +1,7 @@
 """From a LoadPlan to a transformers model and tokenizer: where the files are, what may run, where it goes.
 
-Refusals come first and are DanluErrors with a way out: models with no runtime (`spec.unsupported`,
-EVA2), remote code without `--trust-remote-code`, CUDA-only paths (bitsandbytes, GPTQ) on a machine
+Refusals come first and are DanluErrors with a way out: models with no runtime (`spec.unsupported`),
+remote code without `--trust-remote-code`, CUDA-only paths (bitsandbytes, GPTQ) on a machine
 without CUDA. Weights load safetensors-first, pickles only with `weights_only=True`. A `.gguf` path
 loads through transformers' own GGUF reader (dequantized), which is the cross-check against llama.cpp.
 """
@@ -57,7 +57,7 @@ class Placement:
 
 
 def refuse_unsupported(spec: ModelSpec | None) -> None:
-    """Models danlu cannot run yet (EVA2) stop here with the catalog's reason."""
+    """Models danlu cannot run yet stop here with the catalog's reason."""
     if spec is not None and spec.unsupported:
         raise BackendUnavailable(f"{spec.name} 暂不支持 / not supported yet: {spec.unsupported}")
 
