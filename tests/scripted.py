@@ -8,6 +8,7 @@ real app under a name, behind the real scheduler's ThreadRunner, and serves that
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,8 @@ class ScriptedEngine:
     spec = None
     n_ctx = 4096
 
-    def __init__(self, template: str, scripts: list[list[str]] | None = None):
+    def __init__(self, template: str, scripts: list[list[str]] | None = None, delay_s: float = 0.0):
+        self.delay_s = delay_s
         self.template, self.scripts, self.prompts, self.prompt_ids = template, deque(scripts or []), [], []
         self.capabilities = Capabilities(chat_template=True)
 
@@ -72,6 +74,7 @@ class ScriptedEngine:
         pieces = self.scripts.popleft() if self.scripts else ["好的。"]
         sent = 0
         for piece in pieces[: params.max_tokens]:
+            time.sleep(self.delay_s)
             sent += 1
             yield Chunk(piece, [ord(c) for c in piece])
         reason = "length" if len(pieces) > params.max_tokens else "stop"

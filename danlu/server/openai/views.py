@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from danlu.server.calls import Piece, Reply, ToolCall, ToolCallDelta, Usage
 
@@ -78,11 +78,24 @@ class ToolCallOut(BaseModel):
     function: FunctionOut
 
 
-class ToolCallChunk(BaseModel):
+class DroppingNones(BaseModel):
+    """Serialised with only the fields it has, as OpenAI's stream fragments are."""
+
+    @model_serializer(mode="wrap")
+    def _only_what_it_has(self, handler):
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class FunctionDelta(DroppingNones):
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCallChunk(DroppingNones):
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
-    function: FunctionOut
+    function: FunctionDelta
 
 
 class ResponseMessage(BaseModel):
@@ -110,7 +123,9 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageOut
 
 
-class Delta(BaseModel):
+class Delta(DroppingNones):
+    """A stream delta carries only what it has (OpenAI sends `{"content": "…"}`, not a row of nulls)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
@@ -194,7 +209,7 @@ def _entry(lp) -> TokenLogprobEntry:
 
 def _call_chunk(delta: ToolCallDelta) -> ToolCallChunk:
     return ToolCallChunk(index=delta.index, id=delta.id, type="function" if delta.id else None,
-                         function=FunctionOut(name=delta.name, arguments=delta.arguments))
+                         function=FunctionDelta(name=delta.name, arguments=delta.arguments))
 
 
 def _call_out(call: ToolCall) -> ToolCallOut:
