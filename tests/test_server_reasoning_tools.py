@@ -167,3 +167,24 @@ def test_a_model_without_a_tool_protocol_refuses_tools_by_name(tmp_path):
         with pytest.raises(openai.BadRequestError) as caught:
             ask(url, model="plain", tools=[WEATHER])
         assert "plain" in caught.value.body["message"] and caught.value.body["param"] == "tools"
+
+
+def test_a_remote_model_passes_tools_and_thinking_through(tmp_path, danlu_home):
+    """A danlu server in front of another (here a scripted one) sends the client's tools and messages on, and
+    reads the remote's thinking and tool calls back into the same shapes."""
+    from danlu import remotes
+    from danlu.config import Settings
+    from danlu.server import ServerSettings
+    from test_server_harness import running_server
+
+    upstream_engine = ScriptedEngine(template("qwen3.jinja"), [THINKING, CALL])
+    with scripted_server(tmp_path / "up", {"qwen3": upstream_engine}) as upstream:
+        remotes.add("far", upstream + "/v1", model="qwen3")
+        with running_server(ServerSettings(base=Settings(home=danlu_home, threads=1))) as front:
+            message = ask(front, model="far", extra_body={"think": True}).choices[0].message
+            assert message.reasoning_content == "嗯，先想一想。" and message.content == "答案是 42。"
+            history = [{"role": "user", "content": "北京天气？"}]
+            choice = client(front).chat.completions.create(model="far", messages=history, tools=[WEATHER]).choices[0]
+    assert choice.finish_reason == "tool_calls" and json.loads(choice.message.tool_calls[0].function.arguments) == {
+        "city": "北京"}
+    assert "<tools>" in upstream_engine.prompts[-1] and "get_weather" in upstream_engine.prompts[-1]

@@ -43,6 +43,7 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     constraint: Any = None  # danlu.outputs.grammar.Constraint: what the output must match (JSON, a grammar)
+    passthrough: dict[str, Any] | None = None  # a remote endpoint's own request fields (messages, tools, …)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ ids offset by `CONTROL` (beyond Unicode), message text without, so `generate` ca
 message list from the ids and no message text can forge a role boundary (the same guarantee special
 tokens give a local model). A prompt with no markup (a raw completion) goes to /v1/completions. Token
 usage in the final chunk's timings is the remote's own count when it reports one.
+A server request for a remote passes its own fields through (`GenerationParams.passthrough`: the messages
+with their tool calls, `tools`, `tool_choice`, `response_format`, the thinking switch), and the remote's
+structured answer comes back as the text danlu's parsers read: thinking as `<think>…</think>`, tool calls
+as Hermes `<tool_call>{json}</tool_call>` blocks (remote_text.py), so one parsing path serves every model.
 What it doesn't: logits, log-likelihoods, saved state (so no log-likelihood evaluation on a remote).
 """
 
@@ -23,6 +27,7 @@ from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan, Timings
+from .remote_text import RemoteText, chat_extras as _chat_extras
 
 CONTROL = 0x110000  # markup ids are code point + CONTROL
 TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
@@ -88,14 +93,16 @@ class RemoteEngine:
     # --- generation -------------------------------------------------------------------------
     def generate(self, ids: Sequence[int], params: GenerationParams) -> Iterator[Chunk]:
         """Chat completion when the ids carry markup, text completion otherwise; streamed."""
-        messages = to_messages(ids)
+        passthrough = dict(params.passthrough or {})
+        messages = passthrough.pop("messages", None) or to_messages(ids)
         start = time.perf_counter()
         try:
             if messages is None:
                 prompt = self.detokenize(ids).decode("utf-8")
                 stream = self._client.completions.create(prompt=prompt, **self._request(params))
             else:
-                stream = self._client.chat.completions.create(messages=messages, **self._request(params))
+                stream = self._client.chat.completions.create(messages=messages, **self._request(params),
+                                                              **_chat_extras(passthrough))
         except Exception as exc:  # noqa: BLE001 — every client failure becomes a user-facing error
             raise self._error(exc) from exc
         try:
@@ -115,12 +122,13 @@ class RemoteEngine:
 
     def _chunks(self, stream, params: GenerationParams, n_prompt: int, start: float) -> Iterator[Chunk]:
         text, finish, usage, first, n_out, stopped = TextStream(stop=list(params.stop)), "length", None, None, 0, False
+        as_text = RemoteText()
         try:
             for event in stream:
                 usage = event.usage or usage
                 for choice in event.choices:
                     first = first or time.perf_counter()
-                    piece = text.feed((_delta_text(choice) or "").encode("utf-8"))
+                    piece = text.feed(as_text.delta(choice).encode("utf-8"))
                     if piece.text:
                         n_out += len(piece.text)
                         yield Chunk(piece.text, [ord(c) for c in piece.text])
@@ -131,7 +139,8 @@ class RemoteEngine:
                     break
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc) from exc
-        tail = text.flush() if finish == "length" else ""
+        calls = as_text.finish()
+        tail = (text.flush() if finish == "length" else "") + calls
         yield Chunk(tail, [ord(c) for c in tail], finish_reason=finish,
                     timings=_timings(usage, n_prompt, n_out + len(tail), start, first))
 
@@ -193,11 +202,6 @@ def _runs(ids: Sequence[int]) -> list[tuple[bool, str]]:
             runs.append((control, []))
         runs[-1][1].append(chr(i % CONTROL))
     return [(control, "".join(chars)) for control, chars in runs]
-
-
-def _delta_text(choice) -> str | None:
-    delta = getattr(choice, "delta", None)
-    return delta.content if delta is not None else getattr(choice, "text", None)
 
 
 def _message(exc) -> str:

@@ -57,6 +57,7 @@ class ChatCall:
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     num_ctx: int | None = None  # Ollama's per-request context: an upper bound on prompt + reply here
     keep_alive_s: float | None = None  # Ollama's keep_alive: how long the model stays loaded after this
+    passthrough: dict[str, Any] = field(default_factory=dict)  # the client's own fields, for a remote model
 
     @property
     def wants_tools(self) -> bool:

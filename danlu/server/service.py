@@ -72,6 +72,8 @@ class Service:
     # --- chat -------------------------------------------------------------------------------
     def _prepare_chat(self, served: ServedModel, call: ChatCall) -> Prepared:
         refuse_non_chat(served)
+        if served.resolved.backend == "remote":
+            return self._prepare_remote(served, call)
         thinking = thinking_rules.resolve(served, call.thinking, self.scheduler.settings)
         ids = self._chat_ids(served, call, thinking)
         params = self._params(served, call.sampling, call.max_tokens, None, call.stop, len(ids), "messages",
@@ -92,6 +94,23 @@ class Service:
             options["enable_thinking"] = thinking
         self._refuse_oversized(served, sum(len(str(m.get("content") or "").encode()) for m in call.messages))
         return prompt_ids(lambda: served.chat_ids(call.messages, **options), "messages")
+
+    def _prepare_remote(self, served: ServedModel, call: ChatCall) -> Prepared:
+        """A remote model gets the client's own messages and fields (tools, response_format, the thinking switch);
+        its thinking and tool calls come back as text the usual parsers read (backends/remote_text.py)."""
+        ids = prompt_ids(lambda: served.chat_ids(call.messages), "messages")
+        params = self._params(served, call.sampling, call.max_tokens, None, call.stop, len(ids), "messages",
+                              call.num_ctx)
+        fields = dict(call.passthrough)
+        if call.thinking is not None:
+            fields["chat_template_kwargs"] = {**fields.get("chat_template_kwargs", {}), "enable_thinking": call.thinking}
+        params = replace(params, passthrough={"messages": remote_messages(call.messages), **fields})
+        from danlu.outputs.reasoning import get_reasoning
+        from danlu.outputs.tool_calls import get_tool_parser
+
+        tools = get_tool_parser("hermes")(call.tools) if call.wants_tools else None
+        return Prepared(ids, params, self._options(served, None, None, False), OutputParsing(get_reasoning("think")(),
+                                                                                              tools))
 
     # --- completion -------------------------------------------------------------------------
     def _prepare_completion(self, served: ServedModel, call: CompletionCall) -> Prepared:
@@ -148,6 +167,21 @@ def resolve_params(model: GenerationParams, server: dict, sampling: dict, max_to
     most = max_tokens or server.get("max_tokens") or default_max or model.max_tokens
     return replace(model, **picked, max_tokens=min(int(most), room),
                    stop=list(dict.fromkeys([*model.stop, *stops])))
+
+
+def remote_messages(messages: list[dict]) -> list[dict]:
+    """Messages in OpenAI's wire form: tool-call arguments as JSON strings, no danlu-only fields."""
+    import json
+
+    out = []
+    for message in messages:
+        message = {k: v for k, v in message.items() if k != "reasoning_content"}
+        for call in message.get("tool_calls") or []:
+            arguments = call["function"].get("arguments")
+            if not isinstance(arguments, str):
+                call["function"] = {**call["function"], "arguments": json.dumps(arguments, ensure_ascii=False)}
+        out.append(message)
+    return out
 
 
 def prompt_ids(build, param: str) -> list[int]:

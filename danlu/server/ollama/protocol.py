@@ -120,6 +120,16 @@ def response_format(value: Format) -> ResponseFormat | None:
     return ResponseFormat("json_schema", value, strict=True)
 
 
+def remote_fields(tools: list[dict] | None, format: Format) -> dict:
+    """What a remote OpenAI-compatible model is sent of this request, in OpenAI's words."""
+    fields: dict[str, Any] = {"tools": tools} if tools else {}
+    if format == "json":
+        fields["response_format"] = {"type": "json_object"}
+    elif isinstance(format, dict):
+        fields["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": format}}
+    return fields
+
+
 def thinking_switch(think: bool | str | None) -> bool | None:
     if think is None or isinstance(think, bool):
         return think
@@ -149,7 +159,7 @@ class ChatRequest(Generative):
             sampling=self.options.sampling(), max_tokens=self.options.max_tokens(), stop=self.options.stop or [],
             tools=self.tools or None, response_format=response_format(self.format),
             thinking=thinking_switch(self.think), num_ctx=self.options.num_ctx,
-            keep_alive_s=keep_alive_seconds(self.keep_alive))
+            keep_alive_s=keep_alive_seconds(self.keep_alive), passthrough=remote_fields(self.tools, self.format))
 
 
 class GenerateRequest(Generative):

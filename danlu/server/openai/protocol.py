@@ -216,7 +216,10 @@ class ChatCompletionRequest(SamplingRequest):
             ignore_eos=self.ignore_eos, tools=[t.model_dump(exclude_none=True) for t in self.tools or []] or None,
             tool_choice=choice, parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format.to_format() if self.response_format else None,
-            thinking=self._thinking(switch), reasoning_budget=self.max_reasoning_tokens, template_kwargs=kwargs)
+            thinking=self._thinking(switch), reasoning_budget=self.max_reasoning_tokens, template_kwargs=kwargs,
+            passthrough=self.model_dump(include={"tools", "tool_choice", "parallel_tool_calls", "response_format",
+                                                 "reasoning_effort", "chat_template_kwargs"}, exclude_none=True,
+                                        by_alias=True))
 
     def _thinking(self, switch: Any) -> bool | None:
         if self.think is not None:
