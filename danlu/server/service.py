@@ -109,8 +109,8 @@ class Service:
         from danlu.outputs.tool_calls import get_tool_parser
 
         tools = get_tool_parser("hermes")(call.tools) if call.wants_tools else None
-        return Prepared(ids, params, self._options(served, None, None, False), OutputParsing(get_reasoning("think")(),
-                                                                                              tools))
+        options = self._options(served, call.logprobs, call.logit_bias, call.ignore_eos)
+        return Prepared(ids, params, options, OutputParsing(get_reasoning("think")(), tools))
 
     # --- completion -------------------------------------------------------------------------
     def _prepare_completion(self, served: ServedModel, call: CompletionCall) -> Prepared:
