@@ -60,6 +60,11 @@ def call(name, **arguments):
     return name, arguments
 
 
+def verbatim(text):
+    """A reply with no call in it: all of it is content, as written."""
+    return text, text, []
+
+
 HERMES = [
     ("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"北京\"}}\n</tool_call>",
      "", [call("get_weather", city="北京")]),
@@ -83,6 +88,42 @@ HERMES = [
     # one good, one broken: the good one is a call, the broken one content
     ("<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{oops}\n</tool_call>",
      "<tool_call>\n{oops}\n</tool_call>", [call("get_time")]),
+]
+
+QWEN_FENCED = '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "北京"\n  }\n}\n```'
+PY_BLOCK = '看这段代码：\n```python\nconfig = {"name": "get_weather", "arguments": {}}\nprint(config["name"])\n```\n运行即可。'
+
+# The "good bad" forms llama.cpp's Hermes-2-Pro parser accepts besides <tool_call>.
+HERMES_FORMS = [
+    (QWEN_FENCED, "", [call("get_weather", city="北京")]),  # what qwen2.5-coder-1.5b-instruct writes
+    ('```\n{"name": "get_time", "arguments": {}}\n```', "", [call("get_time")]),
+    ('```xml\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "上海"}}\n</tool_call>\n```', "",
+     [call("get_weather", city="上海")]),
+    ('```json\n  <tools>\n{"name": "get_weather", "parameters": {"city": "杭州"}}\n</tools>\n```', "",
+     [call("get_weather", city="杭州")]),
+    ('<response> {"name": "get_time"} </response>', "", [call("get_time")]),
+    ('{"name": "get_weather", "arguments": {"city": "成都", "days": 3}}', "", [call("get_weather", city="成都", days=3)]),
+    ('<function=get_weather>{"city": "上海", "days": 2}</function>', "", [call("get_weather", city="上海", days=2)]),
+    ('<function name="get_time">\n{}\n</function>', "", [call("get_time")]),
+    ("好的，我查一下。\n" + QWEN_FENCED + "\n请稍候。", "好的，我查一下。请稍候。", [call("get_weather", city="北京")]),
+    # several in a row, every form mixed
+    ('<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n' + QWEN_FENCED +
+     '\n<function=get_weather>{"city": "广州"}</function>\n<JSON>{"name": "get_time"}</JSON>', "",
+     [call("get_time"), call("get_weather", city="北京"), call("get_weather", city="广州"), call("get_time")]),
+    # not a call: the whole text, fence and all, is content as written
+    verbatim('```json\n{"name": "search_web", "arguments": {"q": "天气"}}\n```'),  # not one of the request's tools
+    verbatim('```json\n{"city": "北京", "temp": 25}\n```'),  # a JSON answer
+    verbatim('```json\n{"name": "get_weather", "arguments": {"city": 北京}}\n```'),  # broken JSON
+    verbatim('```json\n{"name": "get_weather", "arguments": {"city": "北京"}}\n'),  # the fence never closes
+    verbatim('```json\n{"name": "get_time"}\n还有\n```'),  # more than the call inside the fence
+    verbatim('<json>{"name": "get_time"}</tools>'),  # the wrong close tag
+    verbatim('<function=rm_rf>{"path": "/"}</function>'),
+    verbatim('<function=get_weather>北京</function>'),
+    verbatim('<function=get_weather>{"city": "北京"}'),
+    verbatim('```json\n{"name": "get_weather", "arguments": [1]}\n```'),
+    verbatim(PY_BLOCK),  # a dict in someone's code stays code
+    verbatim("用 `{x}` 和 a<b、``` 这些符号"),
+    ('```python\nprint(1)\n```\n' + QWEN_FENCED, "```python\nprint(1)\n```", [call("get_weather", city="北京")]),
 ]
 
 LLAMA3 = [
@@ -130,7 +171,7 @@ GLM4 = [
     ('shell\n{"cmd": "ls"}', 'shell\n{"cmd": "ls"}', []),
 ]
 
-PROTOCOL_CASES = [("hermes", *c) for c in HERMES] + [("llama3-json", *c) for c in LLAMA3] + \
+PROTOCOL_CASES = [("hermes", *c) for c in HERMES + HERMES_FORMS] + [("llama3-json", *c) for c in LLAMA3] + \
     [("chatglm3", *c) for c in CHATGLM3] + [("glm4", *c) for c in GLM4]
 
 
@@ -254,3 +295,67 @@ def test_qwen3_thinking_then_a_call_composes_with_the_reasoning_splitter():
             content += parsed.content
         assert reasoning == "用户问北京天气，需要调用 get_weather。" and content == ""
         assert [(c.name, c.arguments) for c in parser.calls] == [("get_weather", '{"city":"北京"}')]
+
+
+@pytest.mark.parametrize("tag", ["<function_call>", "<tool>", "<tools>", "<response>", "<json>", "<xml>", "<JSON>"])
+@pytest.mark.parametrize("fence", ["", "```\n", "```json\n", "```xml\n"])
+def test_every_tag_and_fence_llama_cpp_accepts_is_a_call(tag, fence):
+    text = f'{fence}{tag}\n{{"name": "get_weather", "arguments": {{"city": "西安"}}}}\n</{tag[1:]}'
+    text += "\n```" if fence else ""
+    for pieces in [[text], *every_cut(text, seed=len(text), rounds=3)]:
+        assert summary(*run("hermes", pieces)) == ("", [call("get_weather", city="西安")]), pieces
+
+
+def test_code_blocks_stream_on_with_nothing_held_but_a_possible_fence():
+    """A Python block is content at once: all that is held back is a "<" or up to three backticks (they may
+    still open a call) and the whitespace the base class keeps until it knows no call follows."""
+    text = "示例：\n```python\ndef f(x):\n    return {\"a\": x < 3}\n```\n````\n完毕。"
+    parser, shown = get_tool_parser("hermes")(TOOLS), ""
+    for index, char in enumerate(text):
+        shown += parser.feed(char).content
+        held = text[:index + 1][len(shown):]
+        assert text.startswith(shown) and held.lstrip(" \n") in ("", "<", "`", "``", "```"), (shown, held)
+    assert shown + parser.flush().content == text
+
+
+@pytest.mark.parametrize("text,shown_at", [
+    ('```json\n{\n  "city": "北京"}', len('```json\n{\n  "c')),  # a JSON answer: out at its first key
+    ('```json\n{"name": "search", "q": 1}', len('```json\n{"name": "s')),  # a name no tool starts with
+    ('<json>\n[1, 2]', len("<json>\n[")),
+    ('```\nimport os', len("```\ni")),
+    ('<function=shell>ls -l', len("<function=s")),
+])
+def test_text_is_held_only_while_it_may_still_become_a_call(text, shown_at):
+    parser, shown = get_tool_parser("hermes")(TOOLS), ""
+    for index, char in enumerate(text):
+        shown += parser.feed(char).content
+        assert shown == ("" if index + 1 < shown_at else text[:index + 1].rstrip()), shown
+
+
+def test_a_call_that_may_still_come_is_held_until_it_is_complete():
+    parser = get_tool_parser("hermes")(TOOLS, seed=0)
+    assert parser.feed("好的。\n```json\n").content == "好的。"
+    assert parser.feed('{"name": "get_w').content == ""
+    held = parser.feed('eather", "arguments": {"city": "北京"}}\n')
+    assert held.content == "" and held.calls == []  # the closing fence decides
+    done = parser.feed("```")
+    assert done.content == "" and [d.name for d in done.calls] == ["get_weather", None]
+    assert done.calls[1].arguments == '{"city":"北京"}' and parser.flush().content == ""
+
+
+def test_fenced_calls_take_any_name_when_no_tools_are_given():
+    _, calls = parse_tool_calls('```json\n{"name": "anything", "arguments": {"k": "值"}}\n```', "hermes", None)
+    assert [(c.name, c.arguments) for c in calls] == [("anything", '{"k":"值"}')]
+
+
+def test_match_head_tells_not_yet_from_never():
+    from danlu.outputs.hermes_calls import NEED_MORE, Head, match_head
+
+    known = frozenset({"get_weather"})
+    assert match_head('```json\n{"name": "get_', 0, known) == NEED_MORE
+    assert match_head('```json\n{"name": "set_', 0, known) is None
+    assert match_head("```jsonx", 0, known) is None and match_head("<tool", 0, known) == NEED_MORE
+    assert match_head('说<tools>{"name": "get_weather", ', 1, known) == Head(Head.JSON, 7, "</tools>", False)
+    assert match_head('<function name="get_weather">\n{', 0, known) == \
+        Head(Head.ARGUMENTS, 30, "</function>", False, "get_weather")
+    assert match_head("```\n" + " " * 500 + "{", 0, None) is None  # a call does not open with a page of blanks

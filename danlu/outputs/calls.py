@@ -4,7 +4,8 @@ A parser is fed the reply's text piece by piece. It passes plain text through as
 may be a call until the call is complete, and only then emits it: a `ToolCallDelta` with the call's index, id and
 name (arguments ""), then its arguments, the shape OpenAI streams and the official SDK assembles. A call the model
 got wrong (broken JSON, an unknown function, no end) goes back into the content verbatim; a parser never raises.
-The protocols themselves are in tool_calls.py (Hermes, Llama 3.1 JSON) and glm_calls.py (ChatGLM3, GLM-4).
+The protocols themselves are in hermes_calls.py (Hermes), tool_calls.py (Llama 3.1 JSON) and glm_calls.py
+(ChatGLM3, GLM-4).
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def json_object(text: str) -> dict | None:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def call_parts(obj: dict | None, *, name_key: str = "name") -> tuple[object, object] | None:
+    """(name, arguments) from a call object; arguments may be under "arguments" or "parameters", may be a JSON
+    string, and default to {} for a function without parameters."""
+    if obj is None:
+        return None
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(arguments, str):
+        arguments = json_object(arguments)
+    return obj.get(name_key), arguments
 
 
 class ToolCallParser:

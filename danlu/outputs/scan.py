@@ -1,5 +1,6 @@
 """Small text-scanning helpers shared by the streaming parsers: partial tags at a piece's end, whitespace edges,
-and an incremental JSON-object scanner that says where an object closes without parsing it twice per piece."""
+an incremental JSON-object scanner that says where an object closes without parsing it twice per piece, and a
+cursor that reads a small grammar off a growing text and tells "not yet" from "never"."""
 
 from __future__ import annotations
 
@@ -60,3 +61,60 @@ class JsonObjectScanner:
         elif char in "}]":
             self.depth -= 1
         return self.started and self.depth == 0
+
+
+class NeedMore(Exception):
+    """The text read so far is a proper start of what the cursor was asked for: wait for the next piece."""
+
+
+class NoMatch(Exception):
+    """The text cannot be what the cursor was asked for, whatever comes next."""
+
+
+class TextCursor:
+    """Reads a small grammar off a text from `pos`, one element at a time. Each read either advances, raises
+    `NeedMore` (the text ends inside the element) or `NoMatch`, so a caller can tell "partial" from "not this"
+    without a regex engine that knows about partial input. Reads look at a bounded window, never the whole rest.
+    The grammars it reads are deterministic: at most one of the options given to `one_of` can match."""
+
+    def __init__(self, text: str, pos: int = 0, *, max_space: int = 128):
+        self.text, self.pos, self.max_space = text, pos, max_space
+
+    def one_of(self, options: tuple[str, ...], *, optional: bool = False) -> str | None:
+        """The option the text continues with (consumed); None for an optional element that is absent."""
+        for option in options:
+            if self.text.startswith(option, self.pos):
+                self.pos += len(option)
+                return option
+        rest = self.text[self.pos:self.pos + max(map(len, options))]
+        if any(option.startswith(rest) for option in options):
+            raise NeedMore
+        if optional:
+            return None
+        raise NoMatch
+
+    def literal(self, text: str) -> None:
+        self.one_of((text,))
+
+    def space(self) -> None:
+        """Skip whitespace; the text must go on after it (a run longer than `max_space` is not a match)."""
+        start, end = self.pos, min(len(self.text), self.pos + self.max_space + 1)
+        while self.pos < end and self.text[self.pos].isspace():
+            self.pos += 1
+        if self.pos - start > self.max_space:
+            raise NoMatch
+        if self.pos == len(self.text):
+            raise NeedMore
+
+    def word(self, stop: str, accept, *, limit: int) -> str:
+        """The characters before `stop` (which is not consumed), at least one and at most `limit`, none a
+        backslash; `accept(word, complete)` judges them as they grow."""
+        window = self.text[self.pos:self.pos + limit + 1]
+        end = window.find(stop)
+        word = window if end < 0 else window[:end]
+        if "\\" in word or len(word) > limit or (end == 0) or not accept(word, end >= 0):
+            raise NoMatch
+        if end < 0:
+            raise NeedMore
+        self.pos += end
+        return word

@@ -7,8 +7,8 @@
     parser.calls                         # [ToolCall(id, name, arguments), …] for the non-streaming reply
 
 Protocols:
-- "hermes": `<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`, several in a row (Qwen2.5, Qwen3, Hermes);
-  "parameters" is accepted for "arguments", and arguments written as a JSON string are decoded.
+- "hermes": `<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>`, several in a row (Qwen2.5, Qwen3, Hermes),
+  and the fenced, tagged and `<function=…>` forms llama.cpp also accepts; in hermes_calls.py.
 - "llama3-json": Llama 3.1 JSON calls, `{"name": …, "parameters": {…}}` at the start of the reply or after
   `<|python_tag|>`, several separated by whitespace or ";". JSON that does not start like a call is content.
 - "chatglm3" and "glm4": the GLM family's `<|assistant|>{function name}\\n…` turns, in glm_calls.py.
@@ -25,6 +25,7 @@ from danlu.outputs.calls import (
     ToolCall,
     ToolCallDelta,
     ToolCallParser,
+    call_parts,
     get_tool_parser,
     json_object,
     register_tool_parser,
@@ -45,60 +46,6 @@ def parse_tool_calls(text: str, protocol: str, tools: Iterable | None = None,
     parser = get_tool_parser(protocol)(tools, seed=seed)
     whole = parser.feed(text) + parser.flush()
     return whole.content, list(parser.calls)
-
-
-def call_parts(obj: dict | None, *, name_key: str = "name") -> tuple[object, object] | None:
-    """(name, arguments) from a call object; arguments may be under "arguments" or "parameters", may be a JSON
-    string, and default to {} for a function without parameters."""
-    if obj is None:
-        return None
-    arguments = obj.get("arguments", obj.get("parameters", {}))
-    if isinstance(arguments, str):
-        arguments = json_object(arguments)
-    return obj.get(name_key), arguments
-
-
-@register_tool_parser("hermes")
-class HermesParser(ToolCallParser):
-    """`<tool_call>{json}</tool_call>` blocks; everything else is content."""
-
-    OPEN, CLOSE = "<tool_call>", "</tool_call>"
-
-    def __init__(self, tools: Iterable | None = None, *, seed: int | None = None):
-        super().__init__(tools, seed=seed)
-        self._in_call = False
-
-    def _drain(self, final: bool) -> None:
-        while self._buffer and (self._call_step(final) if self._in_call else self._content_step(final)):
-            pass
-
-    def _content_step(self, final: bool) -> bool:
-        found = self._buffer.find(self.OPEN)
-        if found < 0:
-            keep = 0 if final else partial_suffix(self._buffer, self.OPEN)
-            cut = len(self._buffer) - keep
-            self._content(self._buffer[:cut])
-            self._buffer = self._buffer[cut:]
-            return False
-        self._content(self._buffer[:found])
-        self._buffer, self._in_call = self._buffer[found + len(self.OPEN):], True
-        return True
-
-    def _call_step(self, final: bool) -> bool:
-        found = self._buffer.find(self.CLOSE)
-        if found < 0:
-            if final:  # no closing tag: the model broke off, so the text is given back as written
-                self._content(self.OPEN + self._buffer)
-                self._buffer = ""
-            return False
-        body, self._buffer, self._in_call = self._buffer[:found], self._buffer[found + len(self.CLOSE):], False
-        parts = call_parts(json_object(body))
-        raw = self.OPEN + body + self.CLOSE
-        if parts is None:
-            self._content(raw)
-        else:
-            self._call(*parts, raw)
-        return True
 
 
 @register_tool_parser("llama3-json")
@@ -189,5 +136,6 @@ def _may_start_call(text: str) -> bool:
     return key in ("name", "type") if closed else any(word.startswith(key) for word in ("name", "type"))
 
 
-# The GLM family's protocols register themselves on import.
+# The Hermes and GLM families' protocols register themselves on import.
 from danlu.outputs import glm_calls as _glm_calls  # noqa: E402,F401
+from danlu.outputs.hermes_calls import HermesParser  # noqa: E402,F401
