@@ -5,6 +5,8 @@ types `<|im_end|>` gets plain text, never a control token. The full prompt is re
 the engine reuses the KV cache / recurrent state for the longest common token prefix, so only the
 new turn is processed. When history outgrows the context, the oldest turns go first (the system
 prompt stays) and the caller is told what was dropped — never a silent truncation (Ollama #2595).
+A thinking model's reply is stored without its thinking (kept apart in `last_reasoning`), as Qwen3's
+template drops past thinking anyway; `thinking` switches a hybrid model's template (`enable_thinking`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ class Conversation:
     """One chat with one engine. `on_message` is called for each finished message (persistence)."""
 
     def __init__(self, engine: Engine, fmt: ChatFormat, params: GenerationParams, system: str | None = None,
-                 on_message: Callable[[Message], None] | None = None, model_stops: tuple[str, ...] = ()):
+                 on_message: Callable[[Message], None] | None = None, model_stops: tuple[str, ...] = (),
+                 thinking: bool | None = None):
         self.engine, self.fmt, self.params = engine, fmt, params
+        self.thinking = thinking  # None: the template's default; only a hybrid format takes the switch
+        self.last_reasoning = ""
         self.model_stops = tuple(fmt.stop_strings) + tuple(model_stops)
         self.system = system
         self.history: list[Message] = []
@@ -65,7 +70,16 @@ class Conversation:
         return [m.as_dict() for m in msgs + (self.history if history is None else history)]
 
     def render(self, history: list[Message] | None = None) -> list[int]:
-        return tokenize_segments(self.engine, self.fmt.render(self.messages(history), True))
+        options = {"enable_thinking": self.thinking} if self.thinking is not None and self.fmt.thinking == "hybrid" else {}
+        return tokenize_segments(self.engine, self.fmt.render(self.messages(history), True, **options))
+
+    def split_reply(self, text: str) -> tuple[str, str]:
+        """(thinking, answer) of a reply, for formats whose models think aloud."""
+        if not self.fmt.reasoning:
+            return "", text
+        from danlu.outputs.reasoning import strip_reasoning
+
+        return strip_reasoning(text, self.fmt.reasoning, thinking=self.thinking is not False)
 
     def build_prompt(self) -> Prompt:
         """Render the history; drop the oldest turns while it does not leave room for a reply."""
@@ -139,7 +153,8 @@ class Conversation:
                 finish = chunk.finish_reason or finish
                 yield chunk
         finally:  # also on Ctrl-C / a closed generator: keep what was said
-            self._store_reply(self.fmt.postprocess("".join(parts)).strip(), finish)
+            self.last_reasoning, answer = self.split_reply("".join(parts))
+            self._store_reply(self.fmt.postprocess(answer).strip(), finish)
 
     def continue_reply(self) -> Iterator[Chunk]:
         """ChatRWKV's +++: go on generating the last reply from where it stopped."""

@@ -129,6 +129,9 @@ def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, f
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+ThinkOpt = typer.Option(None, "--think/--no-think", help="混合思考模型：打开或关闭思考 / a hybrid model's thinking on or off")
+
+
 @app.command("chat")
 @friendly
 def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路径 / catalog id or path"),
@@ -136,7 +139,8 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
              session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session"),
              backend: Optional[str] = BackendOpt, lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt,
              trust_remote_code: bool = RemoteCodeOpt, quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt,
-             rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt) -> None:
+             rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt,
+             think: Optional[bool] = ThinkOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
     from danlu.repl import ChatREPL
     from danlu.sessions import SessionStore
@@ -146,6 +150,8 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
                                     rwkv_chat_rules=True, **extra)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
+    if think is not None:
+        repl.handle("/think" if think else "/nothink")
     if system:
         repl.handle(f"/system {system}")
     if session:
@@ -161,24 +167,22 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
             lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
             quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt,
-            force: bool = ForceOpt) -> None:
+            force: bool = ForceOpt, think: Optional[bool] = ThinkOpt) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
     from danlu.oneshot import run_once
+    from danlu.reply_view import ReplyView
 
     text = prompt if prompt is not None else sys.stdin.read()
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
+    view = None if as_json else ReplyView(err, loaded.fmt.reasoning, think)  # thinking to stderr, answer to stdout
     result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                      on_text=None if as_json else _print_stream)
+                      on_text=view.feed if view else None, thinking=think)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:
+        view.close()
         print()
-
-
-def _print_stream(text: str) -> None:
-    sys.stdout.write(visible(text))  # model output: its escape sequences are shown, never obeyed
-    sys.stdout.flush()
 
 
 @app.command("sessions")

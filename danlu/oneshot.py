@@ -10,13 +10,14 @@ from danlu.loader import Loaded
 
 def run_once(loaded: Loaded, text: str, *, system: str | None = None, max_tokens: int | None = None,
              temperature: float | None = None, seed: int | None = None,
-             on_text: Callable[[str], None] | None = None) -> dict:
-    """Send `text` as one user turn; stream through `on_text`; return text and timings."""
+             on_text: Callable[[str], None] | None = None, thinking: bool | None = None) -> dict:
+    """Send `text` as one user turn; stream through `on_text`; return text (thinking apart) and timings."""
     params = replace(loaded.params)
     for key, value in (("max_tokens", max_tokens), ("temperature", temperature), ("seed", seed)):
         if value is not None:
             setattr(params, key, value)
     conv = loaded.conversation(params, system)
+    conv.thinking = thinking
     parts, last = [], None
     for chunk in conv.send(text.strip()):
         parts.append(chunk.text)
@@ -24,8 +25,10 @@ def run_once(loaded: Loaded, text: str, *, system: str | None = None, max_tokens
             on_text(chunk.text)
         last = chunk
     timings = last.timings if last else None
+    reasoning, answer = conv.split_reply("".join(parts))
     return {
-        "text": conv.fmt.postprocess("".join(parts)).strip(),
+        "text": conv.fmt.postprocess(answer).strip(),
+        "reasoning": reasoning,
         "prompt_tokens": timings.prompt_tokens if timings else 0,
         "completion_tokens": timings.completion_tokens if timings else 0,
         "ttft_s": round(timings.ttft_s, 4) if timings else None,

@@ -20,7 +20,8 @@ from danlu.errors import DanluError
 from danlu.i18n import t
 from danlu.loader import Loaded
 from danlu.sessions import SessionStore
-from danlu.terminal import one_line, plain, visible
+from danlu.reply_view import ReplyView
+from danlu.terminal import one_line, plain
 
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float,
             "max_tokens": int, "presence_penalty": float, "frequency_penalty": float, "seed": int}
@@ -29,9 +30,10 @@ def help_text() -> str:
     """The command list in the interface language (chosen at run time, not import time)."""
     return t(
     "命令：/system 文本 设置系统提示 · /reset 新对话 · /retry 重新生成 · /set 参数 值 · /save 名称 · /load 名称 · "
-    "/history 历史 · /help 帮助 · /bye 退出；ChatRWKV 命令：+gen 文本（自由续写）· +qa 问题（无历史问答）· +qq 问题（Q/A 续写）· +reset · ++ 重试 · +++ 接着写。"
+    "/history 历史 · /think 与 /nothink 开关思考 · /help 帮助 · /bye 退出；ChatRWKV 命令：+gen 文本（自由续写）· +qa 问题（无历史问答）· +qq 问题（Q/A 续写）· +reset · ++ 重试 · +++ 接着写。"
     "生成中按 Ctrl-C 停止。",
-    "Commands: /system TEXT · /reset · /retry · /set KEY VALUE · /save NAME · /load NAME · /history · /help · /bye; "
+    "Commands: /system TEXT · /reset · /retry · /set KEY VALUE · /save NAME · /load NAME · /history · /think · /nothink "
+    "· /help · /bye; "
     "ChatRWKV: +gen TEXT (free generation) · +qa Q (question without history) · +qq Q (Q/A completion) · +reset · "
     "++ (retry) · +++ (continue). "
     "Ctrl-C stops a reply.",
@@ -96,17 +98,20 @@ class ChatREPL:
 
     # --- output -----------------------------------------------------------------------------
     def stream(self, chunks: Iterator[Chunk]) -> Chunk | None:
-        """Print chunks as they come; Ctrl-C closes the generator (the reply so far is kept)."""
+        """Print chunks as they come (thinking dimmed, then folded: reply_view.py); Ctrl-C closes the generator
+        (the reply so far is kept)."""
         last = None
         sys.stdout.write(t("助手> ", "assistant> "))
+        view = ReplyView(self.console, self.conv.fmt.reasoning, self.conv.thinking)
         try:
             for chunk in chunks:
-                sys.stdout.write(visible(chunk.text))  # the model's escape sequences are shown, never obeyed
-                sys.stdout.flush()
+                view.feed(chunk.text)  # the model's escape sequences are shown, never obeyed
                 last = chunk
         except KeyboardInterrupt:
             getattr(chunks, "close", lambda: None)()
             sys.stdout.write(t(" [已停止]", " [stopped]"))
+        finally:
+            view.close()
         sys.stdout.write("\n")
         self._notice_dropped()
         return last
@@ -180,6 +185,23 @@ class ChatREPL:
         n = len(self.conv.history)
         self.console.print(plain(t(f"已载入 {name}（{n} 条消息）。", f"Loaded {name} ({n} messages).")))
 
+    def cmd_think(self, _: str) -> None:
+        self._switch_thinking(True)
+
+    def cmd_nothink(self, _: str) -> None:
+        self._switch_thinking(False)
+
+    def _switch_thinking(self, on: bool) -> None:
+        """/think, /nothink: a hybrid model's switch; a model that always or never thinks says so."""
+        mode = self.conv.fmt.thinking
+        if mode != "hybrid":
+            self.console.print(plain(t(f"这个模型{'总是思考' if mode == 'always' else '没有思考模式'}，无法切换。",
+                                       f"This model {'always thinks' if mode == 'always' else 'has no thinking mode'}: "
+                                       "nothing to switch."), "yellow"))
+            return
+        self.conv.thinking = on
+        self.console.print(t("思考已打开。" if on else "思考已关闭。", "Thinking on." if on else "Thinking off."))
+
     def cmd_history(self, _: str) -> None:
         """Stored text (it may have been written through the web page): plain, control characters shown."""
         if self.conv.system:
@@ -223,7 +245,8 @@ COMMANDS: dict[str, Callable[[ChatREPL, str], str | None]] = {
     "/bye": ChatREPL.cmd_bye, "/exit": ChatREPL.cmd_bye, "/quit": ChatREPL.cmd_bye,
     "/help": ChatREPL.cmd_help, "/system": ChatREPL.cmd_system, "/reset": ChatREPL.cmd_reset,
     "/retry": ChatREPL.cmd_retry, "/set": ChatREPL.cmd_set, "/save": ChatREPL.cmd_save,
-    "/load": ChatREPL.cmd_load, "/history": ChatREPL.cmd_history,
+    "/load": ChatREPL.cmd_load, "/history": ChatREPL.cmd_history, "/think": ChatREPL.cmd_think,
+    "/nothink": ChatREPL.cmd_nothink,
     "+gen": ChatREPL.cmd_gen, "+qa": ChatREPL.cmd_qa, "+qq": ChatREPL.cmd_qq, "+reset": ChatREPL.cmd_reset,
     "++": ChatREPL.cmd_retry, "+": ChatREPL.cmd_retry, "+++": ChatREPL.cmd_continue,
 }
