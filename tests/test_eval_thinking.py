@@ -221,6 +221,12 @@ def test_a_model_that_cannot_switch_its_thinking_is_refused(model_id, says, swit
         check_switch(catalog_loaded(model_id), switch, "gen")
 
 
+def test_a_hybrid_model_whose_prompt_format_has_no_switch_is_refused():
+    qwen3_as_chatml = catalog_loaded("qwen3-4b")  # the named fallback, for a GGUF that lost its template
+    with pytest.raises(DanluError, match="no thinking switch"):
+        check_switch(qwen3_as_chatml, "off", "gen")
+
+
 def test_the_thinking_switch_and_budget_belong_to_gen(tmp_path):
     loaded = loaded_with(ScriptEngine(thinks_then_answers), "qwen3.jinja")
     with pytest.raises(DanluError, match="--protocol gen"):

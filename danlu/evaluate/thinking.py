@@ -57,6 +57,19 @@ def check_switch(loaded: Any, switch: str | None, protocol: str) -> None:
     if kind != "hybrid":
         raise DanluError("这个模型没有思考模式，不能开关思考：去掉 --thinking，或换用 Qwen3 这类混合思考模型 / this "
                          "model has no thinking mode to switch: drop --thinking, or use a hybrid model such as Qwen3")
+    if not switch_changes_prompt(loaded.fmt):
+        raise DanluError(f"对话格式 {loaded.fmt.name} 没有思考开关（enable_thinking 不改变提示）：请用带官方对话模板的权重 / "
+                         f"prompt format {loaded.fmt.name} has no thinking switch (enable_thinking changes nothing in the "
+                         "prompt): use weights that ship the model's own chat template")
+
+
+def switch_changes_prompt(fmt: Any) -> bool:
+    """Whether `enable_thinking` changes the prompt at all: a hybrid model rendered by a named fallback (ChatML for
+    a Qwen3 GGUF without its template) would otherwise run "off" while still thinking."""
+    from danlu.formats import to_text
+
+    probe = [{"role": "user", "content": "1+1=?"}]
+    return to_text(fmt.render(probe, True, enable_thinking=True)) != to_text(fmt.render(probe, True, enable_thinking=False))
 
 
 def switch_value(thinking: str | None) -> bool | None:
