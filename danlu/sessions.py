@@ -201,3 +201,9 @@ def m004_arena(db: sqlite3.Connection) -> None:
         " vote TEXT NOT NULL CHECK (vote IN ('a', 'b', 'tie', 'both_bad')), anonymous INTEGER NOT NULL,"
         " transcript_a TEXT NOT NULL, transcript_b TEXT NOT NULL, created REAL NOT NULL)"
     )
+
+
+@migration
+def m005_eval_thinking(db: sqlite3.Connection) -> None:
+    """The thinking mode of a `gen` run on a hybrid model ("on" / "off"; NULL: the template's default)."""
+    db.execute("ALTER TABLE eval_results ADD COLUMN thinking TEXT")

@@ -9,21 +9,25 @@
   cue; the option with the lowest perplexity (mean cross-entropy over the answer tokens, the prompt
   masked) wins. Scoring the letter instead would be `ao` again (one token, same distribution), so the
   option's content is scored, as OpenCompass does for cloze-style multiple choice.
-- `gen` (chat models, remote endpoints): greedy generation, then the official extraction regexes.
+- `gen` (chat models, remote endpoints): greedy generation, then the official extraction regexes on the
+  answer: a thinking model's think block is taken off first by its reasoning parser (evaluate/thinking.py),
+  and a reply cut inside its thinking names no option.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from danlu.backends.base import Engine, GenerationParams, complete
+from danlu.backends.base import Engine, GenerationParams
 from danlu.errors import DanluError
 
 from .datasets import LETTERS, Question
+from .thinking import ANSWER_ALLOWANCE, GenStats, read_reply
 
 PROTOCOLS = ("ao", "ppl", "gen")
 
@@ -34,7 +38,8 @@ class Answer:
 
     pred: str | None
     scores: tuple[float, ...] = ()
-    text: str = ""  # the generated reply (gen only)
+    text: str = ""  # the generated reply, thinking included (gen only)
+    stats: GenStats | None = None  # where the reply's tokens and seconds went (gen only)
 
 
 def wants_bos(engine: Engine) -> bool:
@@ -96,19 +101,23 @@ class Perplexity:
 
 
 class Generate:
-    """`gen`: greedy generation of a short reply, then `extract_answer`. `render` turns the prompt into
-    token ids (a chat template for chat models, plain text for base models)."""
+    """`gen`: greedy generation of a reply, then `extract_answer` on its answer part. `render` turns the prompt
+    into token ids (a chat template for chat models, plain text for base models); `splitter` makes a fresh
+    thinking splitter per reply (None: the whole reply is the answer); `clock` times the reply."""
 
     name = "gen"
 
-    def __init__(self, engine: Engine, render: Callable[[str], list[int]], max_tokens: int = 64,
-                 stop: Sequence[str] = ()):
-        self.engine, self.render = engine, render
+    def __init__(self, engine: Engine, render: Callable[[str], list[int]], max_tokens: int = ANSWER_ALLOWANCE,
+                 stop: Sequence[str] = (), splitter: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.engine, self.render, self.splitter, self.clock = engine, render, splitter, clock
         self.params = GenerationParams(max_tokens=max_tokens, temperature=0.0, top_k=1, seed=0, stop=list(stop))
 
     def answer(self, prefix: str, question_text: str, question: Question) -> Answer:
-        text, _ = complete(self.engine, self.render(prefix + question_text), self.params)
-        return Answer(extract_answer(text), (), text)
+        splitter = self.splitter() if self.splitter else None
+        reply = read_reply(self.engine, self.render(prefix + question_text), self.params, splitter, self.clock)
+        pred = None if reply.stats.thinking_unfinished else extract_answer(reply.content)
+        return Answer(pred, (), reply.text, reply.stats)
 
 
 # --- answer extraction --------------------------------------------------------------------------

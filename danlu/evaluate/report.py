@@ -3,8 +3,10 @@
 The headline number is the official one: the macro average (mean of per-subject accuracies), and each
 category is the mean of its subjects. The micro average (all correct / all questions, what
 lm-evaluation-harness's C-Eval group reports) is given too, always labelled as micro. Accuracies are
-percentages. Stored results live in the `eval_results` table (sessions.py) so the leaderboard can show
-them beside the catalog's published scores, each with its source and protocol.
+percentages. A `gen` run also reports where its replies went: mean thinking tokens and seconds per question,
+and how many replies were cut inside their thinking (thinking.py); the side-by-side report of a hybrid model's
+two modes is side_by_side.py. Stored results live in the `eval_results` table (sessions.py), with the thinking
+mode, so the leaderboard can show them beside the catalog's published scores, each with its source and protocol.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from danlu.i18n import t
 
 from .datasets import Suite
 from .run import EvalConfig, Prediction
+from .thinking import UNFINISHED, ThinkingSummary, summarize
+
+#: What a gen prediction carries beyond its letter (results.json); the full reply stays in predictions.jsonl.
+GEN_FIELDS = ("reasoning_tokens", "reasoning_s", "answer_tokens", "total_s", "thinking_unfinished")
 
 
 @dataclass(frozen=True)
@@ -56,15 +62,25 @@ def score(predictions: Iterable[Prediction], suite: Suite) -> Scores:
 
 
 def results_json(scores: Scores, predictions: list[Prediction], config: EvalConfig) -> dict:
-    """The documented shape: results (subjects, categories, average) and every prediction; extras are labelled."""
-    return {
+    """The documented shape: results (subjects, categories, average) and every prediction; extras are labelled.
+    A gen run adds the thinking summary and each prediction's tokens and seconds."""
+    gen = config.protocol == "gen"
+    data = {
         "results": {"subjects": scores.subjects, "categories": scores.categories, "average": scores.average},
         "micro_average": scores.micro_average,
         "n_questions": scores.n_questions,
         "config": {"model": config.model, "suite": config.suite, "split": config.split,
-                   "protocol": config.protocol, "shots": config.shots},
-        "predictions": [{"subject": p.subject, "id": p.id, "pred": p.pred, "answer": p.answer} for p in predictions],
+                   "protocol": config.protocol, "shots": config.shots, "thinking": config.thinking},
+        "predictions": [_prediction_row(p, gen) for p in predictions],
     }
+    if gen:
+        data["thinking"] = summarize(predictions).to_dict()
+    return data
+
+
+def _prediction_row(p: Prediction, gen: bool) -> dict:
+    row = {"subject": p.subject, "id": p.id, "pred": p.pred, "answer": p.answer}
+    return {**row, **{name: getattr(p, name) for name in GEN_FIELDS}} if gen else row
 
 
 def submission_json(predictions: list[Prediction]) -> dict:
@@ -75,8 +91,8 @@ def submission_json(predictions: list[Prediction]) -> dict:
     return out
 
 
-def markdown(scores: Scores, suite: Suite, title: str) -> str:
-    """Per-subject table (with category), then categories and both averages."""
+def markdown(scores: Scores, suite: Suite, title: str, thinking: ThinkingSummary | None = None) -> str:
+    """Per-subject table (with category), then categories and both averages; for gen, where the replies went."""
     lines = [f"## {title}", "", "| 科目 subject | 类别 category | 题数 n | 准确率 acc % |", "|---|---|---:|---:|"]
     for key, acc in scores.subjects.items():
         subject = suite.subject(key)
@@ -85,7 +101,17 @@ def markdown(scores: Scores, suite: Suite, title: str) -> str:
     lines += [f"| {cat} | {acc:.2f} |" for cat, acc in scores.categories.items()]
     lines += [f"| **平均 average（macro，官方口径）** | **{scores.average:.2f}** |",
               f"| 微平均 micro average（按题数加权，非官方口径） | {scores.micro_average:.2f} |", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + (thinking_lines(thinking) if thinking is not None else []))
+
+
+def thinking_lines(summary: ThinkingSummary) -> list[str]:
+    """A gen run's replies: mean thinking tokens and seconds per question, and the replies cut while thinking."""
+    return ["| 每题平均 per question | |", "|---|---:|",
+            f"| 思考 token thinking tokens | {summary.reasoning_tokens:.1f} |",
+            f"| 思考秒数 thinking s | {summary.reasoning_s:.2f} |",
+            f"| 作答 token answer tokens | {summary.answer_tokens:.1f} |",
+            f"| 总秒数 total s | {summary.total_s:.2f} |",
+            f"| {UNFINISHED} | {summary.unfinished} / {summary.n} |", ""]
 
 
 def chart(scores: Scores, suite: Suite, path: Path, title: str) -> Path:
@@ -95,7 +121,7 @@ def chart(scores: Scores, suite: Suite, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    font = _cjk_font()
+    font = cjk_font()
     keys = list(scores.subjects)
     labels = [suite.subject(k).name_zh if font else suite.subject(k).name_en for k in keys]
     colors = [_color(suite.categories.index(suite.subject(k).categories[0])) for k in keys]
@@ -125,7 +151,7 @@ def _color(index: int) -> str:
     return ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")[index % 6]
 
 
-def _cjk_font() -> str | None:
+def cjk_font() -> str | None:
     """A font with Chinese glyphs if the system has one (Noto CJK, WenQuanYi…); else labels stay English."""
     from matplotlib import font_manager, rcParams
 
@@ -136,20 +162,32 @@ def _cjk_font() -> str | None:
     return None
 
 
+def run_title(config: EvalConfig, suite: Suite) -> str:
+    mode = {"on": " · thinking on", "off": " · thinking off", "both": " · thinking on vs off"}.get(config.thinking or "", "")
+    return f"{config.model} · {suite.name} {config.split} · {config.protocol} {config.shots}-shot{mode}"
+
+
 # --- stored results (the leaderboard) -----------------------------------------------------------
-def store(db_path: Path, config: EvalConfig, scores: Scores) -> None:
-    """Insert or replace this run's row in eval_results."""
+STORED_COLUMNS = ("run_key", "model", "suite", "split", "protocol", "shots", "n_questions", "average",
+                  "micro_average", "results", "data", "created", "thinking")
+
+
+def store(db_path: Path, config: EvalConfig, scores: Scores, summary: ThinkingSummary | None = None) -> None:
+    """Insert or replace this run's row in eval_results, with its thinking mode (and, for gen, the summary)."""
     from danlu.sessions import SessionStore
 
+    results = {"subjects": scores.subjects, "categories": scores.categories}
+    if summary is not None:
+        results["thinking"] = summary.to_dict()
     sessions = SessionStore(db_path)
     try:
         with sessions.db:
             sessions.db.execute(
-                "INSERT OR REPLACE INTO eval_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO eval_results ({', '.join(STORED_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(STORED_COLUMNS))})",
                 (config.key(), config.model, config.suite, config.split, config.protocol, config.shots,
-                 scores.n_questions, scores.average, scores.micro_average,
-                 json.dumps({"subjects": scores.subjects, "categories": scores.categories}, ensure_ascii=False),
-                 str(Path(config.data).resolve()), time.time()),
+                 scores.n_questions, scores.average, scores.micro_average, json.dumps(results, ensure_ascii=False),
+                 str(Path(config.data).resolve()), time.time(), config.thinking),
             )
     finally:
         sessions.close()
@@ -169,13 +207,18 @@ def _measured_rows(db_path: Path, suite: str) -> list[dict]:
     sessions = SessionStore(db_path)
     try:
         found = sessions.db.execute(
-            "SELECT model, split, protocol, shots, n_questions, average FROM eval_results WHERE suite = ?", (suite,)
-        ).fetchall()
+            "SELECT model, split, protocol, shots, n_questions, average, thinking FROM eval_results WHERE suite = ?",
+            (suite,)).fetchall()
     finally:
         sessions.close()
     return [{"model": m, "score": avg, "kind": "measured", "source": t("本机测得", "measured here"),
-             "protocol": f"{proto}, {shots}-shot, {split} ({n} {t('题', 'questions')})"}
-            for m, split, proto, shots, n, avg in found]
+             "protocol": f"{proto}, {shots}-shot, {split} ({n} {t('题', 'questions')}){_mode_label(mode)}",
+             "thinking": mode}
+            for m, split, proto, shots, n, avg, mode in found]
+
+
+def _mode_label(mode: str | None) -> str:
+    return {"on": t("，思考", ", thinking on"), "off": t("，不思考", ", thinking off")}.get(mode or "", "")
 
 
 def _reference_rows(suite: str) -> list[dict]:
@@ -189,9 +232,10 @@ def _reference_rows(suite: str) -> list[dict]:
 def write_outputs(folder: Path, scores: Scores, predictions: list[Prediction], suite: Suite,
                   config: EvalConfig) -> dict[str, Path]:
     """report.md, chart.png, results.json and (test split) submission.json in the run's folder."""
-    title = f"{config.model} · {suite.name} {config.split} · {config.protocol} {config.shots}-shot"
+    title = run_title(config, suite)
+    thinking = summarize(predictions) if config.protocol == "gen" else None
     paths = {"markdown": folder / "report.md", "chart": folder / "chart.png", "json": folder / "results.json"}
-    paths["markdown"].write_text(markdown(scores, suite, title), encoding="utf-8")
+    paths["markdown"].write_text(markdown(scores, suite, title, thinking), encoding="utf-8")
     chart(scores, suite, paths["chart"], title)
     paths["json"].write_text(json.dumps(results_json(scores, predictions, config), ensure_ascii=False, indent=2), encoding="utf-8")
     if config.split == "test" and suite.name == "ceval":  # CMMLU's test answers are public: no submission

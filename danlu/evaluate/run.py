@@ -2,7 +2,8 @@
 
 Resumable: each prediction is appended (and flushed) to a JSONL log keyed by subject and question id
 under `DANLU_HOME/evals/<run key>/predictions.jsonl`; the run key hashes the model, data, suite, split,
-protocol and shots, so the same command after a kill skips what is done. A line cut off by the kill
+protocol and shots (and, when set, the thinking mode and gen's thinking budget), so the same command after a
+kill skips what is done. A line cut off by the kill
 is ignored. Questions of one subject run back to back, so the few-shot prefix stays in the KV cache.
 """
 
@@ -32,13 +33,23 @@ class EvalConfig:
     shots: int = 5
     subjects: tuple[str, ...] = ()
     limit: int | None = None
+    thinking: str | None = None  # gen on a hybrid model: "on" | "off" ("both" names the side-by-side report); None: the template's default
+    max_tokens: int | None = None  # gen: the thinking budget instead of the catalog's
 
     def key(self) -> str:
         """Stable id for resuming: the same settings give the same log (limit and subjects excluded, so
-        a run widened later reuses what is done)."""
-        raw = json.dumps([self.model, str(Path(self.data).resolve()), self.suite, self.split, self.protocol, self.shots])
+        a run widened later reuses what is done). Runs without a thinking mode or budget keep their old keys."""
+        fields = [self.model, str(Path(self.data).resolve()), self.suite, self.split, self.protocol, self.shots]
+        extras = {name: value for name, value in (("thinking", self.thinking), ("max_tokens", self.max_tokens))
+                  if value is not None}
+        raw = json.dumps(fields + [extras] if extras else fields)
         slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.model.split("/")[-1])[:40]
-        return f"{slug}-{self.suite}-{self.split}-{self.protocol}-{self.shots}shot-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+        mode = f"-{THINKING_SLUGS[self.thinking]}" if self.thinking in THINKING_SLUGS else ""
+        return (f"{slug}-{self.suite}-{self.split}-{self.protocol}{mode}-{self.shots}shot-"
+                f"{hashlib.sha1(raw.encode()).hexdigest()[:8]}")
+
+
+THINKING_SLUGS = {"on": "think", "off": "nothink", "both": "think-vs-nothink"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,13 @@ class Prediction:
     pred: str | None
     answer: str | None
     scores: tuple[float, ...] = ()
-    text: str = ""
+    text: str = ""  # gen: the whole reply, thinking included
+    # gen: where the reply's tokens and seconds went (evaluate/thinking.py GenStats); 0 for ao and ppl
+    reasoning_tokens: int = 0
+    reasoning_s: float = 0.0
+    answer_tokens: int = 0
+    total_s: float = 0.0
+    thinking_unfinished: bool = False  # cut inside its thinking: counted wrong, never read for a letter
 
     @property
     def correct(self) -> bool:
@@ -133,7 +150,8 @@ def evaluate(plan: Plan, protocol, log: PredictionLog,
     for subject, question in iter_pending(plan, done):
         text = plan.suite.question_text(question)
         answer = protocol.answer(plan.prefixes[subject], text, question)
-        prediction = Prediction(subject, question.id, answer.pred, question.answer, answer.scores, answer.text)
+        stats = asdict(answer.stats) if answer.stats is not None else {}
+        prediction = Prediction(subject, question.id, answer.pred, question.answer, answer.scores, answer.text, **stats)
         log.append(prediction)
         done[(subject, question.id)] = prediction
         on_answer(prediction)
