@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from danlu.catalog.schema import ModelSpec, Variant
+
+if TYPE_CHECKING:  # base stays import-light: grammar pulls in llguidance only when a constraint is built
+    from danlu.outputs.grammar import Constraint
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class GenerationParams:
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    constraint: "Constraint | None" = None  # what the output must match (danlu/outputs/grammar.py)
 
 
 @dataclass(frozen=True)
