@@ -11,6 +11,7 @@ batch) and backends/llamacpp.py.
 from __future__ import annotations
 
 import ctypes
+import warnings
 from typing import Any, Callable, Collection
 
 import llama_cpp
@@ -28,7 +29,9 @@ def llama_guides(vocab: Any, ends: Collection[int], piece: Callable[[int], bytes
     def make_tokenizer() -> Any:
         from llguidance.llamacpp import lltokenizer_from_vocab
 
-        return lltokenizer_from_vocab(vocab, eos_token=sorted(ends))
+        with warnings.catch_warnings():  # it asks llama_token_get_attr (deprecated) once per vocabulary entry
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(vocab, eos_token=sorted(ends))
 
     return Guides(make_tokenizer, ends, piece, tokenize)
 
