@@ -13,7 +13,7 @@ schema, free text vs each library, alternating, in the server's batched engine.
 
 xgrammar is not a danlu dependency (it pulls torch, transformers, triton, apache-tvm-ffi); to include it:
     pip install --no-deps --target /tmp/grammar_cand xgrammar==0.2.8 apache-tvm-ffi && export XGRAMMAR_PATH=/tmp/grammar_cand
-    python -m bench.grammar_choice [--models qwen2.5-coder-1.5b-instruct] [--repeat 3] [--threads 2]
+    python -m bench.grammar_choice [--models qwen2.5-coder-1.5b-instruct] [--repeat 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import llama_cpp
 import numpy as np
 
 from bench import _machine
-from bench.json_speed import SCHEMA, chat_ids
+from bench.json_speed import SCHEMA, SampleTimer, chat_ids
 from danlu.backends.base import GenerationParams, complete
 from danlu.backends.llamacpp_grammar import Candidates
 from danlu.config import get_settings
@@ -214,23 +214,30 @@ def coverage(lib: Library) -> dict[str, str]:
 def speed_run(engine, ids: list[int], lib: Library | None, free_tokens: int) -> dict:
     from danlu.backends.requests import SubmitOptions
 
-    if lib is None:
-        chunks = list(engine.generate(ids, GenerationParams(max_tokens=free_tokens, temperature=0),
-                                      SubmitOptions(ignore_eos=True)))
-        return {"tps": chunks[-1].timings.decode_tps, "tokens": chunks[-1].timings.completion_tokens, "parses": True}
-    original = engine._guides.start
-    engine._guides.start = lambda constraint: lib.guide(SCHEMA)  # the same sampling path, another library
-    try:
-        params = GenerationParams(max_tokens=400, temperature=0, constraint=grammar.json_schema(SCHEMA))
-        text, last = complete(engine, ids, params)
-    finally:
-        engine._guides.start = original
+    with SampleTimer() as timer:
+        if lib is None:
+            text = "{}"
+            last = list(engine.generate(ids, GenerationParams(max_tokens=free_tokens, temperature=0),
+                                        SubmitOptions(ignore_eos=True)))[-1]
+        else:
+            text, last = constrained_run(engine, ids, lib)
     try:
         json.loads(text)
         parses = True
     except ValueError:
         parses = False
-    return {"tps": last.timings.decode_tps, "tokens": last.timings.completion_tokens, "parses": parses}
+    return {"tps": last.timings.decode_tps, "tokens": last.timings.completion_tokens, "parses": parses,
+            "sample_ms_per_token": timer.ms_per_token}
+
+
+def constrained_run(engine, ids: list[int], lib: Library):
+    original = engine._guides.start
+    engine._guides.start = lambda constraint: lib.guide(SCHEMA)  # the same sampling path, another library
+    try:
+        return complete(engine, ids, GenerationParams(max_tokens=600, temperature=0,
+                                                      constraint=grammar.json_schema(SCHEMA)))
+    finally:
+        engine._guides.start = original
 
 
 def bench_model(model: str, args) -> dict:
@@ -244,28 +251,30 @@ def bench_model(model: str, args) -> dict:
         libs = libraries(engine)
         table = {lib.name: coverage(lib) for lib in libs}
         ids = chat_ids(engine, model)
-        ways = [None, *libs]
-        for way in ways:
-            speed_run(engine, ids, way, 8)  # warm-up
+        ways = [*libs, None]
+        free_tokens = max(speed_run(engine, ids, way, 8)["tokens"] for way in libs)  # warm-up, and the length
         runs = {("free" if w is None else w.name): [] for w in ways}
         for _ in range(args.repeat):
             for way in ways:
                 name = "free" if way is None else way.name
-                runs[name].append(speed_run(engine, ids, way, args.free_tokens))
+                runs[name].append(speed_run(engine, ids, way, free_tokens))
                 print(json.dumps({"model": model, "way": name, **runs[name][-1]}), flush=True)
     finally:
         engine.close()
     median = {k: statistics.median(r["tps"] for r in v) for k, v in runs.items()}
+    sampling = {k: statistics.median(r["sample_ms_per_token"] for r in v) for k, v in runs.items()}
     return {"model": model, "vocab": engine.n_vocab, "coverage": table, "median_decode_tps": median,
-            "ratio_vs_free": {k: v / median["free"] for k, v in median.items() if k != "free"}, "runs": runs}
+            "ratio_vs_free": {k: v / median["free"] for k, v in median.items() if k != "free"},
+            "median_sample_ms_per_token": sampling,
+            "grammar_ms_per_token": {k: v - sampling["free"] for k, v in sampling.items() if k != "free"},
+            "runs": runs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="qwen2.5-coder-1.5b-instruct")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--free-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     machine = _machine.info()

@@ -1,13 +1,15 @@
 """Decode tokens/s with a JSON schema vs free text on the same prompt, in the server's batched llama.cpp engine.
 
-Each model answers one Chinese prompt two ways, alternating run by run so both see the same machine noise: free
-text (`ignore_eos`, exactly `--free-tokens` new tokens) and constrained by a JSON schema (a list of cities with
-names, populations and one-line notes, long enough to decode ~150 tokens; it ends when the grammar does).
-Both read decode tokens/s from the engine's own `Timings` (first token to last); the result is the ratio of
-medians, goal ≥ 0.9×. Sampling is greedy with no penalties, so the only extra work is the grammar's. Also
-counted: how many draws the grammar refused (each costs one full-vocabulary mask and a second draw).
+Each model answers one Chinese prompt two ways, alternating run by run so both see the same machine noise:
+constrained by a JSON schema (eight cities with names, populations and one-line notes; it ends when the grammar
+does) and free text (`ignore_eos`, exactly as many new tokens as the JSON answer had, so both decode over the
+same KV lengths). Both read decode tokens/s from the engine's own `Timings` (first token to last); the result is
+the ratio of medians, goal ≥ 0.9×. Sampling is greedy with no penalties, so the only extra work is the grammar's.
+On a shared machine the ratio is noisy, so the time spent choosing each token (the engine's `sample` call: the
+whole grammar cost) is also timed, in ms/token, and so are the draws the grammar refused (each costs one
+full-vocabulary mask and a second draw).
 
-    python -m bench.json_speed [--models gemma-3-270m,qwen2.5-coder-1.5b-instruct] [--threads 2] [--repeat 5]
+    python -m bench.json_speed [--models gemma-3-270m,qwen2.5-coder-1.5b-instruct] [--threads 1] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 from bench import _machine
@@ -30,6 +33,33 @@ SCHEMA = {"type": "object", "properties": {"cities": {"type": "array", "minItems
                                      "note": {"type": "string", "maxLength": 40}},
     "required": ["name", "population_wan", "note"], "additionalProperties": False}}},
     "required": ["cities"], "additionalProperties": False}
+
+
+class SampleTimer:
+    """Times the batched engine's per-token `sample` call (chain, and grammar when there is one)."""
+
+    def __init__(self):
+        from danlu.backends import llamacpp_batched
+
+        self.seconds, self.calls, self._module = 0.0, 0, llamacpp_batched
+        self._sample = llamacpp_batched.sample
+
+    def __enter__(self):
+        def timed(*args):
+            start = time.perf_counter()
+            token = self._sample(*args)
+            self.seconds, self.calls = self.seconds + time.perf_counter() - start, self.calls + 1
+            return token
+
+        self._module.sample = timed
+        return self
+
+    def __exit__(self, *exc):
+        self._module.sample = self._sample
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1e3 * self.seconds / max(self.calls, 1)
 
 
 class RefusalCounter:
@@ -63,15 +93,16 @@ def chat_ids(engine, model: str) -> list[int]:
 def one_run(engine, ids: list[int], constrained: bool, free_tokens: int) -> dict:
     from danlu.backends.requests import SubmitOptions
 
-    if constrained:
-        params = GenerationParams(max_tokens=400, temperature=0, constraint=grammar.json_schema(SCHEMA))
-        with RefusalCounter() as refused:
+    with SampleTimer() as timer, RefusalCounter() as refused:
+        if constrained:
+            params = GenerationParams(max_tokens=600, temperature=0, constraint=grammar.json_schema(SCHEMA))
             text, last = complete(engine, ids, params)
-        json.loads(text)  # the bench is void if the output did not parse
-        return {"tps": last.timings.decode_tps, "tokens": last.timings.completion_tokens, "refused": refused.count}
-    params = GenerationParams(max_tokens=free_tokens, temperature=0)
-    chunks = list(engine.generate(ids, params, SubmitOptions(ignore_eos=True)))
-    return {"tps": chunks[-1].timings.decode_tps, "tokens": chunks[-1].timings.completion_tokens, "refused": 0}
+            json.loads(text)  # the bench is void if the output did not parse
+        else:
+            params = GenerationParams(max_tokens=free_tokens, temperature=0)
+            last = list(engine.generate(ids, params, SubmitOptions(ignore_eos=True)))[-1]
+    return {"tps": last.timings.decode_tps, "tokens": last.timings.completion_tokens, "refused": refused.count,
+            "sample_ms_per_token": timer.ms_per_token}
 
 
 def bench_model(model: str, args) -> dict:
@@ -83,11 +114,13 @@ def bench_model(model: str, args) -> dict:
                                                                              slots=2))
     try:
         ids = chat_ids(engine, model)
-        one_run(engine, ids, True, args.free_tokens)  # warm-up: builds the grammar tokenizer, touches the weights
+        # warm-up: builds the grammar tokenizer, touches the weights, and sets how long the free answers run
+        free_tokens = one_run(engine, ids, True, 0)["tokens"]
+        one_run(engine, ids, False, free_tokens)
         runs = {"free": [], "json": []}
         for _ in range(args.repeat):
-            for way in ("free", "json"):
-                runs[way].append(one_run(engine, ids, way == "json", args.free_tokens))
+            for way in ("json", "free"):
+                runs[way].append(one_run(engine, ids, way == "json", free_tokens))
                 print(json.dumps({"model": model, "way": way, **runs[way][-1]}), flush=True)
     finally:
         engine.close()
@@ -96,8 +129,11 @@ def bench_model(model: str, args) -> dict:
 
 def summarize(model: str, runs: dict) -> dict:
     median = {way: statistics.median(r["tps"] for r in rs) for way, rs in runs.items()}
+    sampling = {way: statistics.median(r["sample_ms_per_token"] for r in rs) for way, rs in runs.items()}
     tokens = sum(r["tokens"] for r in runs["json"])
     return {"model": model, "median_decode_tps": median, "ratio_json_vs_free": median["json"] / median["free"],
+            "median_sample_ms_per_token": sampling,
+            "grammar_ms_per_token": sampling["json"] - sampling["free"],
             "json_tokens_per_run": tokens / len(runs["json"]),
             "refused_draws_per_token": sum(r["refused"] for r in runs["json"]) / max(tokens, 1), "runs": runs}
 
@@ -127,9 +163,8 @@ def plot(result: dict, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="gemma-3-270m,qwen2.5-coder-1.5b-instruct")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--free-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="json_speed")
     args = parser.parse_args()

@@ -91,6 +91,17 @@ def test_schema_output_validates_at_temperature_one(gemma_batched):
 
 
 @pytest.mark.weights
+def test_schema_holds_with_penalties_in_the_chain(gemma_batched):
+    """Penalties remember accepted tokens, so this takes the other path: a refused draw never reaches the chain."""
+    ids = prompt(gemma_batched, GEMMA_TURN, "用 JSON 描述一只猫：名字、年龄、颜色。")
+    params = GenerationParams(max_tokens=200, temperature=1.0, seed=1, repetition_penalty=1.3, presence_penalty=0.5,
+                              constraint=grammar.json_schema(PET))
+    text, last = complete(gemma_batched, ids, params)
+    assert last.finish_reason == "stop", text
+    jsonschema.validate(json.loads(text), PET)
+
+
+@pytest.mark.weights
 def test_four_schemas_in_one_batch_each_validate(gemma_batched):
     from danlu.backends.requests import SubmitOptions
 

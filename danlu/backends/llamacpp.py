@@ -22,7 +22,7 @@ from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan, Timings, common_prefix
-from .llamacpp_grammar import ConstrainedSampler, llama_guides
+from .llamacpp_grammar import ConstrainedSampler, has_penalties, llama_guides
 
 
 def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "LlamaCppEngine":
@@ -156,7 +156,8 @@ class LlamaCppEngine:
         from .requests import SubmitOptions
 
         chain = make_sampler(params, SubmitOptions(), self.llm.n_vocab())
-        sampler = ConstrainedSampler(chain, self._guides.start(params.constraint), self.llm.n_vocab())
+        sampler = ConstrainedSampler(chain, self._guides.start(params.constraint), self.llm.n_vocab(),
+                                     has_penalties(params))
         return self._constrained(ids, sampler), sampler
 
     def _constrained(self, ids: list[int], sampler: ConstrainedSampler) -> Iterator[int]:

@@ -40,7 +40,7 @@ from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan
 from .llamacpp import _check_gguf_magic
-from .llamacpp_grammar import ConstrainedSampler, grammar_complete, llama_guides, sample
+from .llamacpp_grammar import ConstrainedSampler, grammar_complete, has_penalties, llama_guides, sample
 
 PARALLEL = 4  # sequences decoded together
 N_BATCH = 512  # most tokens in one llama_decode
@@ -279,7 +279,7 @@ class BatchedLlamaEngine:
         request.sampler = make_sampler(request.params, request.options, self.n_vocab)
         if request.params.constraint is not None:  # each request its own grammar, so different ones share a batch
             guide = self._guides.start(request.params.constraint)
-            request.sampler = ConstrainedSampler(request.sampler, guide, self.n_vocab)
+            request.sampler = ConstrainedSampler(request.sampler, guide, self.n_vocab, has_penalties(request.params))
         request.text = TextStream(stop=list(request.params.stop))
         request.slot.request = request
 
