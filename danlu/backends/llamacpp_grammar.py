@@ -43,11 +43,12 @@ class Candidates:
 
     def __init__(self, n_vocab: int):
         self.rows = np.zeros(n_vocab, dtype=TOKEN_DATA)
-        self._ids = np.arange(n_vocab, dtype=np.intc)
+        self._columns = self.rows.view(np.float32).reshape(n_vocab, 3)  # plain floats: ~2x faster to fill
+        self._ids = np.arange(n_vocab, dtype=np.intc).view(np.float32)
         self.array = llama_cpp.llama_token_data_array()
 
     def fill(self, logits: np.ndarray) -> None:
-        self.rows["id"], self.rows["logit"], self.rows["p"] = self._ids, logits, 0.0
+        self._columns[:, 0], self._columns[:, 1], self._columns[:, 2] = self._ids, logits, 0.0
         # samplers may repoint `data` and shrink `size`: reset both every time
         self.array.data = self.rows.ctypes.data_as(llama_cpp.llama_token_data_p)
         self.array.size, self.array.selected, self.array.sorted = len(self.rows), -1, False

@@ -38,7 +38,7 @@ class Matcher:
     def allowed(self) -> np.ndarray:
         """One bool per token id of the tokenizer's vocabulary."""
         bits = np.frombuffer(self._m.compute_bitmask(), dtype=np.uint8)
-        return np.unpackbits(bits, bitorder="little")[: self._tokenizer.vocab_size].astype(bool)
+        return np.unpackbits(bits, count=self._tokenizer.vocab_size, bitorder="little").view(bool)
 
     def accepting(self) -> bool:
         return self._m.is_accepting()
