@@ -52,6 +52,7 @@ bench: models
 	$(BIN)/python -m bench.raw_speed
 	$(BIN)/python -m bench.serve_overhead
 	$(BIN)/python -m bench.fit_table
+	$(BIN)/python -m bench.json_speed
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -4,7 +4,9 @@ An engine describes one generation as a `Run` — the logits after the prompt, a
 feeds one token and returns the next logits, the stop ids, and how a token becomes bytes — and
 `stream` does the rest, so a sampling setting means the same thing on transformers and RWKV.
 Sampling follows llama.cpp's order (penalties, then top-k, top-p, min-p, temperature) so the three
-backends can be compared; temperature 0 is greedy. What it does not do: beam search or batching.
+backends can be compared; temperature 0 is greedy. A `Guide` (danlu/outputs/guide.py) on the Run keeps the
+output to a grammar: the draw is checked against it, and only a refused draw is redone over masked logits.
+What it does not do: beam search or batching.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ import torch
 from danlu.streaming import TextStream
 
 from .base import Chunk, GenerationParams, Timings
+
+if TYPE_CHECKING:
+    from danlu.outputs.guide import Guide
 
 #: The repetition penalty looks at this many recent tokens (llama.cpp's penalty_last_n); penalising
 #: a whole long chat would push down every common Chinese character.
@@ -104,6 +109,7 @@ class Run:
     step: Callable[[int], Logits]  # feeds one generated token, returns the next logits
     adjust: Callable[[int, Logits, list[int]], None] | None = None  # model rules (ChatRWKV newlines), in place
     penalty_decay: float = 1.0
+    guide: "Guide | None" = None  # the constraint the output keeps to
 
 
 def stream(run: Run, params: GenerationParams, prompt: Sequence[int]) -> Iterator[Chunk]:
@@ -118,7 +124,7 @@ def stream(run: Run, params: GenerationParams, prompt: Sequence[int]) -> Iterato
         if run.adjust:
             logits = logits.clone()  # the engine keeps its logits for save_state; adjust a copy
             run.adjust(len(out), logits, out)
-        token = sampler.pick(logits)
+        token = _pick(sampler, logits, run.guide)
         first = first or time.perf_counter()
         if token in run.stop_ids:
             finish = "stop"
@@ -126,6 +132,8 @@ def stream(run: Run, params: GenerationParams, prompt: Sequence[int]) -> Iterato
         out.append(token)
         pending.append(token)
         sampler.accept(token)
+        if run.guide is not None:
+            run.guide.accept(token)
         piece = text.feed(run.piece(token))
         if piece.text:  # held tokens (half a character, a possible stop prefix) ride on the next chunk
             yield Chunk(piece.text, pending)
@@ -133,11 +141,24 @@ def stream(run: Run, params: GenerationParams, prompt: Sequence[int]) -> Iterato
         if piece.stopped:
             finish = "stop"
             break
+        if run.guide is not None and run.guide.complete:  # the grammar takes nothing more: the reply is whole
+            finish = "grammar"
+            break
         if len(out) < run.budget:
             logits = run.step(token)
-    tail = text.flush() if finish == "length" else ""
+    tail = text.flush() if finish in ("length", "grammar") else ""
+    finish = "stop" if finish == "grammar" else finish
     timings = _timings(run, len(out), start, prefilled, first or time.perf_counter())
     yield Chunk(tail, pending, finish_reason=finish, timings=timings)
+
+
+def _pick(sampler: Sampler, logits: Logits, guide: "Guide | None") -> int:
+    """Draw freely; when a grammar refuses the draw, draw again from the tokens it allows."""
+    token = sampler.pick(logits)
+    if guide is None or guide.allows(token):
+        return token
+    allowed = torch.from_numpy(guide.allowed_mask(logits.shape[-1])).to(logits.device)
+    return sampler.pick(logits.masked_fill(~allowed, float("-inf")))
 
 
 def _timings(run: Run, n_out: int, start: float, prefilled: float, first: float) -> Timings:

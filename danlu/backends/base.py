@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
 
 from danlu.catalog.schema import ModelSpec, Variant
+
+if TYPE_CHECKING:  # base stays import-light: grammar pulls in llguidance only when a constraint is built
+    from danlu.outputs.grammar import Constraint
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class GenerationParams:
     length_penalty: float = 1.0  # beam search: a finished beam scores sum_logprob / length ** length_penalty
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
-    constraint: Any = None  # danlu.outputs.grammar.Constraint: what the output must match (JSON, a grammar)
+    constraint: "Constraint | None" = None  # what the output must match (danlu/outputs/grammar.py)
     passthrough: dict[str, Any] | None = None  # a remote endpoint's own request fields (messages, tools, …)
 
 

@@ -3,7 +3,8 @@
 What it knows: one sequence per engine; `Llama.generate` already reuses the longest common token
 prefix of its KV cache, so a chat turn only decodes its new tokens. Logits for evaluation are read
 from the context after a decode (0.3.36 no longer stores them unless `logits_all=True`, which would
-cost n_ctx × n_vocab × 4 bytes). What it doesn't: batching several sequences (the server's job).
+cost n_ctx × n_vocab × 4 bytes). A constraint (`params.constraint`) is kept by a sampler of llamacpp_grammar.py in a loop of danlu's own, as in
+the batched engine. What it doesn't: batching several sequences (the server's job).
 The private attributes used here (`_ctx`, `_batch`, `input_ids`, `n_tokens`) are pinned by the version.
 """
 
@@ -21,6 +22,7 @@ from danlu.errors import DanluError
 from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan, Timings, common_prefix
+from .llamacpp_grammar import ConstrainedSampler, has_penalties, llama_guides
 
 
 def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "LlamaCppEngine":
@@ -61,6 +63,8 @@ class LlamaCppEngine:
         # llama.cpp may pad the context (to 256); the Python-side token buffer keeps the requested size
         self.n_ctx = min(llm.n_ctx(), len(llm.input_ids))
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._guides = llama_guides(self._vocab, self.eos_token_ids(), self.token_to_piece,
+                                    lambda text: self.tokenize(text, special=True))
         self.capabilities = Capabilities(
             chat_template=self.chat_template() is not None, logits=True, state=True,
             gpu=bool(llama_cpp.llama_supports_gpu_offload()),
@@ -121,7 +125,8 @@ class LlamaCppEngine:
         start, first, out = time.perf_counter(), None, []
         budget = min(params.max_tokens, self.n_ctx - len(ids))
         finish = "length"
-        for token in self.llm.generate(ids, **self._sampling(params)):
+        tokens, sampler = self._tokens(ids, params)
+        for token in tokens:
             first = first or time.perf_counter()
             if token in stops or self.is_end_of_generation(token):
                 finish = "stop"
@@ -135,11 +140,37 @@ class LlamaCppEngine:
                 break
             if piece.text:
                 yield Chunk(piece.text, [token])
+            if sampler is not None and sampler.complete:  # the grammar takes nothing more
+                finish = "grammar"
+                break
             if len(out) >= budget:
                 break
-        tail = stream.flush() if finish == "length" else ""
+        if sampler is not None:
+            sampler.close()
+        tail = stream.flush() if finish in ("length", "grammar") else ""
+        finish = "stop" if finish == "grammar" else finish
         timings = _timings(len(ids), cached, len(out), start, first or time.perf_counter())
         yield Chunk(tail, [], finish_reason=finish, timings=timings)
+
+    def _tokens(self, ids: list[int], params: GenerationParams) -> tuple[Iterator[int], ConstrainedSampler | None]:
+        """llama-cpp-python's own sampling loop, or with a constraint danlu's (see _constrained)."""
+        if params.constraint is None:
+            return self.llm.generate(ids, **self._sampling(params)), None
+        from .llamacpp_batched import make_sampler  # that module imports this one
+        from .requests import SubmitOptions
+
+        chain = make_sampler(params, SubmitOptions(), self.llm.n_vocab())
+        sampler = ConstrainedSampler(chain, self._guides.start(params.constraint), self.llm.n_vocab(),
+                                     has_penalties(params))
+        return self._constrained(ids, sampler), sampler
+
+    def _constrained(self, ids: list[int], sampler: ConstrainedSampler) -> Iterator[int]:
+        """Decode token by token, each drawn by the constrained sampler; the KV cache stays reusable."""
+        self._sync(ids)
+        while True:
+            token = sampler.sample(self.llm._ctx.ctx, -1)
+            yield token
+            self.llm.eval([token])
 
     def _check_room(self, ids: list[int], params: GenerationParams) -> None:
         if len(ids) >= self.n_ctx:

@@ -2,7 +2,8 @@
 
 What it knows: concurrent requests to one model share one `llama_batch` per step (one decode reads the
 weights once for all of them, as llama.cpp's own server and `llama-batched-bench` do), each with its own
-sampler chain (penalties, top-k, top-p, min-p, temperature, seeded dist). The KV cache is one unified
+sampler chain (penalties, top-k, top-p, min-p, temperature, seeded dist)
+and its own grammar when it has a constraint (llamacpp_grammar.py). The KV cache is one unified
 buffer of `kv_cells` cells shared by `slots` sequence ids; a finished request leaves its tokens in its
 slot, and the next request continues from the slot with the longest common token prefix (`SlotTable`),
 so several interleaved conversations each keep their cache — the least recently used slot is given up
@@ -39,6 +40,7 @@ from danlu.streaming import TextStream
 
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan
 from .llamacpp import _check_gguf_magic, control_token_texts
+from .llamacpp_grammar import ConstrainedSampler, grammar_complete, has_penalties, llama_guides, sample
 
 PARALLEL = 4  # sequences decoded together
 N_BATCH = 512  # most tokens in one llama_decode
@@ -99,6 +101,8 @@ class BatchedLlamaEngine:
         self.slots = SlotTable(slots, cells, self._forget, self._copy_prefix)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eos = self.eos_token_ids()
+        self._guides = llama_guides(model.vocab, self._eos, self.token_to_piece,
+                                    lambda text: self.tokenize(text, special=True))
         self.capabilities = Capabilities(chat_template=self.chat_template() is not None,
                                          gpu=bool(llama_cpp.llama_supports_gpu_offload()))
         self._planned: list[tuple[Request, list[int]]] = []  # what the batch being decoded holds, per request
@@ -158,6 +162,9 @@ class BatchedLlamaEngine:
         """Queue a generation; events go to `sink` from the decode thread. Errors arrive as events too."""
         ids = list(ids)
         request = Request(ids, params, options, sink, budget=min(params.max_tokens, self.n_ctx - len(ids)))
+        if (error := self._constraint_error(params)) is not None:
+            sink(Event(error=error))
+            return SeqHandle(request, self._wake)
         with self._cond:  # checked under the lock: a request queued after close() would never be answered
             problem = self._problem(ids)
             if not problem:
@@ -177,6 +184,16 @@ class BatchedLlamaEngine:
                     f"the context of {self.n_ctx}: shorten it")
         if any(not 0 <= t < self.n_vocab for t in ids):
             return f"token id 超出词表 / token ids must be in [0, {self.n_vocab})"
+        return None
+
+    def _constraint_error(self, params: GenerationParams) -> DanluError | None:
+        """Compile the request's grammar in the caller's thread: one that fails does so before it is queued."""
+        if params.constraint is None:
+            return None
+        try:
+            self._guides.start(params.constraint)
+        except DanluError as exc:
+            return exc
         return None
 
     def generate(self, ids: Sequence[int], params: GenerationParams,
@@ -263,6 +280,9 @@ class BatchedLlamaEngine:
 
     def _start(self, request: Request) -> None:
         request.sampler = make_sampler(request.params, request.options, self.n_vocab)
+        if request.params.constraint is not None:  # each request its own grammar, so different ones share a batch
+            guide = self._guides.start(request.params.constraint)
+            request.sampler = ConstrainedSampler(request.sampler, guide, self.n_vocab, has_penalties(request.params))
         request.text = TextStream(stop=list(request.params.stop))
         request.slot.request = request
 
@@ -334,7 +354,7 @@ class BatchedLlamaEngine:
             self._drop(list(self._active), EngineFault(f"llama_decode 失败 / llama_decode failed with {status}"))
 
     def _sample(self, request: Request, index: int) -> None:
-        token = llama_cpp.llama_sampler_sample(request.sampler.sampler, self._ctx.ctx, index)
+        token = sample(request.sampler, self._ctx.ctx, index)
         request.first = request.first or time.perf_counter()
         if request.options.logprobs is not None:
             request.pending_lp.append(self._logprob(index, token, request.options.logprobs))
@@ -347,6 +367,10 @@ class BatchedLlamaEngine:
         if piece.text:
             self._emit(request, piece.text)
         if piece.stopped:
+            self._finish(request, "stop")
+        elif grammar_complete(request.sampler):  # the grammar takes nothing more: the reply is whole
+            if tail := request.text.flush():
+                self._emit(request, tail)
             self._finish(request, "stop")
         elif len(request.out) >= request.budget:
             self._finish(request, "length")

@@ -297,6 +297,9 @@ class RwkvEngine(CachedPrefixEngine):
         ids = list(ids)
         if not ids:
             raise DanluError("提示为空 / empty prompt: generation needs at least one token")
+        if params.constraint is not None:
+            raise DanluError("RWKV 后端不支持 JSON schema / 语法约束：请改用 GGUF 或 transformers 模型 / the RWKV backend "
+                             "cannot enforce a JSON schema or grammar: use a GGUF or transformers model for that")
         run = Run(
             prompt_tokens=len(ids), cached_tokens=0, budget=params.max_tokens,
             stop_ids=self.eos_token_ids() | set(params.stop_token_ids), piece=self.token_to_piece,

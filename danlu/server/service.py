@@ -245,11 +245,23 @@ def constraint_for(call: ChatCall, served: ServedModel, thinking: bool | None) -
     if call.response_format is not None:
         return json_constraint(call.response_format, served, after)
     if call.wants_tools and (call.tool_choice == "required" or call.required_tool):
-        from danlu.outputs.grammar import tool_call_constraint
-
-        return tool_call_constraint(served.fmt.tool_protocol, call.tools, call.required_tool,
-                                    call.parallel_tool_calls, after)
+        return tool_call_constraint(served, call, after)
     return None
+
+
+def tool_call_constraint(served: ServedModel, call: ChatCall, after: str | None) -> Any:
+    """tool_choice required / named: the reply must be Hermes calls to the given tools (Qwen's protocol)."""
+    from danlu.outputs.grammar import UnsupportedSchema, tool_calls
+
+    if served.fmt.tool_protocol != "hermes":
+        raise unsupported("tool_choice", f"{served.key} 的工具协议 {served.fmt.tool_protocol} 不能强制调用：用 tool_choice "
+                          f"\"auto\" / {served.key}'s tool protocol {served.fmt.tool_protocol} cannot be forced to call: use "
+                          "tool_choice \"auto\"")
+    try:
+        return tool_calls(call.tools, "<tool_call>", "</tool_call>", required_name=call.required_tool,
+                          parallel=call.parallel_tool_calls, after=after)
+    except UnsupportedSchema as exc:
+        raise unsupported("tools", str(exc)) from None
 
 
 def json_constraint(response_format, served: ServedModel, after: str | None) -> Any:
@@ -257,7 +269,7 @@ def json_constraint(response_format, served: ServedModel, after: str | None) -> 
 
     try:
         if response_format.kind == "json_object":
-            return replace(json_object(), after=after)
-        return replace(json_schema(response_format.schema or {}, strict=response_format.strict), after=after)
+            return json_object(after=after)
+        return json_schema(response_format.schema or {}, strict=response_format.strict, after=after)
     except UnsupportedSchema as exc:
         raise unsupported("response_format", str(exc)) from None

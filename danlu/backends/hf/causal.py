@@ -62,6 +62,7 @@ class CausalEngine(CachedPrefixEngine, HFEngineBase):
             prompt_tokens=len(ids), cached_tokens=0, budget=min(params.max_tokens, self.n_ctx - len(ids)),
             stop_ids=self.eos_token_ids() | set(params.stop_token_ids), piece=self.token_to_piece,
             prefill=lambda: self._prefill(run, ids), step=lambda token: self._feed([token])[-1],
+            guide=self._guide(params),
         )
         return stream(run, params, ids)
 

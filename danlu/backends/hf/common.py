@@ -11,9 +11,11 @@ from typing import Any, Sequence
 
 import torch
 
+from danlu.backends.base import GenerationParams
 from danlu.catalog.schema import ModelSpec
 from danlu.errors import ContextOverflow, DanluError
 
+from .grammar import hf_guides
 from .loading import remote_code_failure
 from .tokens import TokenCodec
 
@@ -28,6 +30,7 @@ class HFEngineBase:
         self.remote_code = remote_code
         self.adapters = adapters or []  # lora.AdapterReport per applied adapter: proof it took effect
         self.device = model.get_input_embeddings().weight.device  # where input ids go, also under device_map="auto"
+        self._guides = hf_guides(tokenizer, self.eos_token_ids(), self.token_to_piece, self.vocab_size)
 
     # --- tokens -----------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
@@ -86,6 +89,10 @@ class HFEngineBase:
                 f"提示有 {len(ids)} 个 token，超过上下文 {self.n_ctx} / prompt of {len(ids)} tokens "
                 f"exceeds the context of {self.n_ctx}: shorten it or load with a larger --ctx"
             )
+
+    def _guide(self, params: GenerationParams) -> Any:
+        """The request's constraint at work (outputs/guide.py), or None; a refusal is a DanluError."""
+        return self._guides.start(params.constraint) if params.constraint is not None else None
 
     def _run(self, **inputs: Any) -> Any:
         """One forward pass; remote code that breaks here names the transformers it was written for."""

@@ -45,7 +45,7 @@ class Seq2SeqEngine(HFEngineBase):
             prompt_tokens=len(ids), cached_tokens=0, budget=params.max_tokens,
             stop_ids=self.eos_token_ids() | set(params.stop_token_ids), piece=self.token_to_piece,
             prefill=lambda: self._decode(ids, [self.decoder_start], cache)[-1],
-            step=lambda token: self._decode(ids, [token], cache)[-1],
+            step=lambda token: self._decode(ids, [token], cache)[-1], guide=self._guide(params),
         )
         return stream(run, params, [])  # the encoder's ids are not the reply's history: no repeat window over them
 
