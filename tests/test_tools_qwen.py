@@ -10,7 +10,9 @@ import json
 
 import openai
 import pytest
-from pydantic import BaseModel
+from typing import Annotated
+
+from pydantic import BaseModel, Field
 
 from danlu.server import ServerSettings
 from test_server_harness import home_with, models_dir_of, running_server
@@ -66,3 +68,75 @@ def test_tool_choice_none_answers_in_words(client):
     choice = client.chat.completions.create(model=QWEN, messages=ASK, tools=[WEATHER], tool_choice="none",
                                             temperature=0, max_tokens=40).choices[0]
     assert not choice.message.tool_calls and choice.message.content and choice.finish_reason != "tool_calls"
+
+
+def test_tool_choice_required_and_named_force_a_call(client):
+    chat = [SYSTEM, {"role": "user", "content": "你好，介绍一下你自己。"}]  # nothing here asks for a tool
+    required = client.chat.completions.create(model=QWEN, messages=chat, tools=[WEATHER, TIME], tool_choice="required",
+                                              temperature=0, max_tokens=60).choices[0]
+    assert required.finish_reason == "tool_calls" and required.message.tool_calls[0].function.name in (
+        "get_weather", "get_time")
+    named = client.chat.completions.create(model=QWEN, messages=ASK, tools=[WEATHER, TIME], max_tokens=60,
+                                           tool_choice={"type": "function", "function": {"name": "get_time"}},
+                                           temperature=0).choices[0]
+    call = named.message.tool_calls[0]
+    assert call.function.name == "get_time" and json.loads(call.function.arguments)["city"]
+
+
+Short = Annotated[str, Field(max_length=24)]
+
+
+class CityFact(BaseModel):
+    """Bounded as an application would bound it: at temperature 1.0 a 1.5B model otherwise rambles on."""
+
+    city: Short
+    province: Short
+    population_millions: float
+    famous_for: list[Short] = Field(max_length=4)
+
+
+def test_parse_returns_a_valid_object_for_every_seed_at_temperature_1(client):
+    for seed in range(20):
+        completion = client.chat.completions.parse(
+            model=QWEN, messages=[{"role": "user", "content": "用 JSON 介绍一下成都。"}], response_format=CityFact,
+            temperature=1.0, seed=seed, max_tokens=400)
+        fact = completion.choices[0].message.parsed
+        assert isinstance(fact, CityFact), completion.choices[0].message.content
+        assert all("\ufffd" not in text for text in [fact.city, fact.province, *fact.famous_for])
+
+
+def test_json_object_output_always_parses(client):
+    for seed in range(5):
+        reply = client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "给我一个简短的 JSON 对象"
+                                                                      "（三个字段），描述一本中文小说。"}],
+                                               response_format={"type": "json_object"}, temperature=1.0, seed=seed,
+                                               max_tokens=400)
+        choice = reply.choices[0]
+        assert choice.finish_reason == "stop", choice.message.content  # the grammar ended it, not max_tokens
+        assert isinstance(json.loads(choice.message.content), dict)
+
+
+def test_four_schemas_in_one_batch_each_get_their_own(url):
+    schemas = [{"type": "object", "properties": {"城市": {"type": "string"}}, "required": ["城市"],
+                "additionalProperties": False},
+               {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["n"],
+                "additionalProperties": False},
+               {"type": "object", "properties": {"ok": {"type": "boolean"}, "why": {"type": "string", "maxLength": 20}},
+                "required": ["ok", "why"], "additionalProperties": False},
+               {"type": "array", "items": {"type": "string", "enum": ["春", "夏", "秋", "冬"]}, "minItems": 2,
+                "maxItems": 3}]
+
+    async def one(schema, client):
+        return await client.chat.completions.create(
+            model=QWEN, messages=[{"role": "user", "content": "按要求回答：随便说点什么。"}], max_tokens=60,
+            temperature=0.8, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema,
+                                                                                      "strict": True}})
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
+        return await asyncio.gather(*(one(s, client) for s in schemas))
+
+    import jsonschema
+
+    for schema, reply in zip(schemas, asyncio.run(run())):
+        jsonschema.validate(json.loads(reply.choices[0].message.content), schema)
