@@ -18,11 +18,12 @@ from danlu.errors import DanluError
 from danlu.sessions import MIGRATIONS, SessionStore
 
 
-def test_m004_arena_is_the_last_migration_and_applies_to_an_existing_database(tmp_path):
-    assert MIGRATIONS[-1].__name__ == "m004_arena"
+def test_m004_arena_applies_to_a_database_from_before_the_arena(tmp_path):
+    names = [fn.__name__ for fn in MIGRATIONS]
+    assert names[:4] == ["m001_sessions", "m002_session_state", "m003_eval_results", "m004_arena"]  # append-only
     db = sqlite3.connect(tmp_path / "old.db")  # a database from before the arena: three migrations ran
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
-    for fn in MIGRATIONS[:-1]:
+    for fn in MIGRATIONS[:3]:
         fn(db)
         db.execute("INSERT INTO _migrations VALUES (?, 0)", (fn.__name__,))
     db.commit()

@@ -21,7 +21,7 @@ from danlu.server import ServerSettings
 from danlu.server.app import create_app
 from danlu.server.errors import ApiError
 from danlu.sessions import SessionStore
-from danlu.web import STATIC_DIR
+from danlu.web import STATIC_DIR, VENDOR_DIR
 from danlu.web.battle_routes import _masker
 from danlu.web.duel import hidden_error
 from test_server_harness import home_with, models_dir_of, running_server
@@ -77,9 +77,34 @@ def test_nothing_on_the_page_comes_from_the_network():
             assert "@import" not in text and "url(http" not in text
 
 
-def test_the_page_is_package_data():
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
-    assert '"danlu.web" = ["static/*.html", "static/*.css", "static/js/*.js"]' in pyproject
+def test_the_page_and_its_libraries_are_package_data():
+    """Every file under static/ and vendor/ is matched by pyproject's package-data, so a wheel has the page."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["danlu.web"]
+    web = STATIC_DIR.parent
+    packaged = {path for pattern in patterns for path in web.glob(pattern)}
+    shipped = {p for folder in (STATIC_DIR, VENDOR_DIR) for p in folder.rglob("*") if p.is_file()}
+    assert shipped and shipped <= packaged, sorted(str(p.relative_to(web)) for p in shipped - packaged)
+
+
+def test_the_vendored_libraries_are_the_npm_releases_named_in_their_manifest():
+    """marked, DOMPurify and highlight.js, byte for byte as published (their URLs are comments, XML namespaces
+    and console warnings, not loads: the browser test checks that the page requests nothing from elsewhere)."""
+    import hashlib
+
+    manifest = json.loads((VENDOR_DIR / "vendor.json").read_text(encoding="utf-8"))
+    named = {lib["npm"]: lib for lib in manifest["libraries"]}
+    assert set(named) == {"marked", "dompurify", "@highlightjs/cdn-assets"}
+    for lib in named.values():
+        assert hashlib.sha256((VENDOR_DIR / lib["file"]).read_bytes()).hexdigest() == lib["sha256"], lib["file"]
+        assert (VENDOR_DIR / lib["license_file"]).stat().st_size > 500
+    files = {p.name for p in VENDOR_DIR.iterdir()}
+    assert files == {"vendor.json", *(l["file"] for l in named.values()), *(l["license_file"] for l in named.values())}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for lib in named.values():
+        assert f"{lib['npm']} {lib['version']}" in readme and lib["license"] in readme
 
 
 def test_with_an_api_key_the_page_loads_but_the_api_needs_the_bearer_key(tmp_path):

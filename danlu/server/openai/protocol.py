@@ -203,6 +203,8 @@ class ChatCompletionRequest(SamplingRequest):
     think: StrictBool | None = Field(None, description="danlu extra (Ollama's name): thinking on or off")
     max_reasoning_tokens: StrictInt | None = Field(None, ge=0, description=(
         "danlu extra: most thinking tokens; then the think block is closed and the model answers"))
+    num_ctx: StrictInt | None = Field(None, ge=1, description=(
+        "danlu extra (Ollama's name): a smaller context for this request (prompt + reply), at most the server's"))
 
     def to_call(self) -> ChatCall:
         self._check()
@@ -216,7 +218,8 @@ class ChatCompletionRequest(SamplingRequest):
             ignore_eos=self.ignore_eos, tools=[t.model_dump(exclude_none=True) for t in self.tools or []] or None,
             tool_choice=choice, parallel_tool_calls=self.parallel_tool_calls,
             response_format=self.response_format.to_format() if self.response_format else None,
-            thinking=self._thinking(switch), reasoning_budget=self.max_reasoning_tokens, template_kwargs=kwargs)
+            thinking=self._thinking(switch), reasoning_budget=self.max_reasoning_tokens, template_kwargs=kwargs,
+            num_ctx=self.num_ctx)
 
     def _thinking(self, switch: Any) -> bool | None:
         if self.think is not None:
