@@ -71,6 +71,7 @@ function startRename(li, session) {
     if (done) return;
     done = true;
     const name = input.value.trim();
+    title.textContent = save && name ? name : session.title || session.id;  // the input leaves before the refresh
     if (save && name && name !== session.name) {
       try {
         await sendJSON("PATCH", `/api/sessions/${session.id}`, { name });
