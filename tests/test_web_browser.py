@@ -13,7 +13,7 @@ from browser_harness import chromium, watched_page
 from danlu.arena.store import ArenaStore
 from danlu.server import ServerSettings
 from danlu.sessions import SessionStore
-from test_server_harness import home_with, models_dir_of, running_server
+from test_server_harness import home_with, running_server
 
 pytestmark = [pytest.mark.weights, pytest.mark.browser]
 
@@ -29,7 +29,11 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, gemma_path, qwen_path):
-    base = home_with(tmp_path_factory.mktemp("browser-home"), models_dir_of(gemma_path))
+    two = tmp_path_factory.mktemp("two-models")  # exactly these two, whatever else `make models` pulled
+    for path in (gemma_path, qwen_path):
+        model_dir = path.parents[1]
+        (two / model_dir.name).symlink_to(model_dir, target_is_directory=True)
+    base = home_with(tmp_path_factory.mktemp("browser-home"), two)
     settings = ServerSettings(base=base, n_ctx=512, parallel=2, keep_alive_s=-1)
     with running_server(settings) as url:
         yield url, settings.base
