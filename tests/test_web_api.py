@@ -369,3 +369,14 @@ def test_the_leaderboard_has_one_score_per_model_and_benchmark_a_measured_one_fi
     board = client.get("/api/leaderboard").json()
     qwen14 = next(r for r in board["evals"]["ceval"] if r["model"] == "qwen-14b-chat")
     assert (qwen14["kind"], qwen14["score"], len(qwen14["others"])) == ("measured", 61.5, 2)
+
+
+def test_the_pages_context_length_bounds_a_chat_request(tmp_path):
+    """The page's 上下文长度 travels as `num_ctx` (Ollama's name): a prompt longer than it is a 400 that says so."""
+    from scripted import ScriptedEngine, scripted_server, template
+
+    with scripted_server(tmp_path, {"scripted": ScriptedEngine(template("qwen3.jinja"))}) as url:
+        ask = {"model": "scripted", "messages": [{"role": "user", "content": "长" * 300}], "max_tokens": 8}
+        assert httpx.post(url + "/v1/chat/completions", json=ask, timeout=60).status_code == 200
+        refused = httpx.post(url + "/v1/chat/completions", json={**ask, "num_ctx": 256}, timeout=60)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"

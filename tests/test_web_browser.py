@@ -7,6 +7,9 @@ is in test_web_page.py. Chromium missing is a failure with the fix, never a skip
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from browser_harness import chromium, watched_page
@@ -30,9 +33,8 @@ def browser():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, gemma_path, qwen_path):
     two = tmp_path_factory.mktemp("two-models")  # exactly these two, whatever else `make models` pulled
-    for path in (gemma_path, qwen_path):
-        model_dir = path.parents[1]
-        (two / model_dir.name).symlink_to(model_dir, target_is_directory=True)
+    for path in (gemma_path, qwen_path):  # hard links: the store refuses folders that are symlinks out of it
+        shutil.copytree(path.parents[1], two / path.parents[1].name, copy_function=os.link)
     base = home_with(tmp_path_factory.mktemp("browser-home"), two)
     settings = ServerSettings(base=base, n_ctx=512, parallel=2, keep_alive_s=-1)
     with running_server(settings) as url:

@@ -337,8 +337,12 @@ export async function reopenLast() {
     return;
   }
   const id = lastSession();
-  if (!id) return;
-  try { await openSession(id); } catch (_) { rememberSession(null); }
+  if (!id || state.sessionId || state.messages.length) return;
+  try {
+    await openSession(id);
+  } catch (error) {
+    if (error.status === 404) rememberSession(null);  // deleted meanwhile; a 401 or a break keeps it for later
+  }
 }
 
 function closeSidebarOnPhone() { document.body.classList.remove("sidebar-open"); }

@@ -14,7 +14,7 @@ function cell(text, className, label) {
   const td = document.createElement("td");
   td.textContent = text;
   if (className) td.className = className;
-  if (label) td.dataset.label = label.includes(".") ? t(label) : label;
+  if (label) td.dataset.label = t(label);  // a text key, or a name such as Elo that t() gives back
   return td;
 }
 

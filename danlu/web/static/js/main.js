@@ -60,6 +60,7 @@ async function showOnline() {
   $("connection-retry").hidden = true;
   await syncSession();
   await loadAll({ force: true });
+  await reopenLast();  // the page may have opened while the server was down
   if ($("view-board").classList.contains("active")) refreshBoard();
   setTimeout(() => { if ($("connection").classList.contains("back")) $("connection").hidden = true; }, 3000);
 }

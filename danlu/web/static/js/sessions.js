@@ -2,7 +2,7 @@
 // place, deleted with an undo (the delete is sent once the undo has expired). Sessions made in other tabs
 // (told at once over a BroadcastChannel) and by `danlu chat` (seen by polling while the page is visible)
 // appear by themselves. The open session is remembered, so a reload reopens it.
-import { getJSON, isOffline, sendJSON } from "./api.js";
+import { apiKey, getJSON, isOffline, sendJSON } from "./api.js";
 import { t } from "./i18n.js";
 import { pickLang } from "./models.js";
 
@@ -129,7 +129,7 @@ function undoDelete() {
 function flushDeletes() {
   for (const id of pendingDeletes.keys()) {
     fetch(`/api/sessions/${id}`, { method: "DELETE", keepalive: true,
-                                   headers: localStorage.getItem("danlu.apiKey") ? { Authorization: `Bearer ${localStorage.getItem("danlu.apiKey")}` } : {} });
+                                   headers: apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {} });
   }
   pendingDeletes.clear();
 }
