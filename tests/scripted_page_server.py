@@ -19,7 +19,7 @@ from danlu.config import Settings  # noqa: E402
 from danlu.server import ServerSettings  # noqa: E402
 from danlu.server.app import background_server, create_app  # noqa: E402
 
-MODEL = "scripted-qwen3"
+MODEL, MODEL_B = "scripted-qwen3", "scripted-qwen3-b"  # the second one answers the arena's right side
 LONG = [f"第{n}句。" for n in range(1, 400)]  # a reply that takes a while (the kill test cuts it)
 
 
@@ -36,19 +36,21 @@ class SlowEngine(ScriptedEngine):
 
 @contextmanager
 def serve_scripted(home: Path, port: int = 0, scripts: list[list[str]] | None = None,
-                   delay: float = 0.02) -> Iterator[tuple[str, SlowEngine]]:
-    """A real server on 127.0.0.1 serving the slow engine as MODEL; yields the URL and the engine."""
-    engine = SlowEngine(template("qwen3.jinja"), scripts)
-    engine.delay = delay
-    settings = ServerSettings(base=Settings(home=home, threads=1), host="127.0.0.1", port=port, keep_alive_s=-1)
+                   delay: float = 0.02) -> Iterator[tuple[str, SlowEngine, SlowEngine]]:
+    """A real server on 127.0.0.1 serving two slow engines as MODEL and MODEL_B; yields the URL and both."""
+    engines = [SlowEngine(template("qwen3.jinja"), scripts), SlowEngine(template("qwen3.jinja"))]
+    settings = ServerSettings(base=Settings(home=home, threads=1), host="127.0.0.1", port=port, keep_alive_s=-1,
+                              parallel=2)
     app = create_app(settings)
-    serve(app, MODEL, engine)
+    for name, engine in zip((MODEL, MODEL_B), engines):
+        engine.delay = delay
+        serve(app, name, engine)
     with background_server(settings, app=app) as url:
-        yield url, engine
+        yield url, *engines
 
 
 if __name__ == "__main__":  # HOME PORT: serve long replies until killed
-    with serve_scripted(Path(sys.argv[1]), int(sys.argv[2]), [LONG] * 20, delay=0.05) as (url, _):
+    with serve_scripted(Path(sys.argv[1]), int(sys.argv[2]), [LONG] * 20, delay=0.05) as (url, _, _):
         print(url, flush=True)
         while True:
             time.sleep(1)

@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from browser_harness import PHONE, chromium, watched_page
+from danlu.arena.store import ArenaStore
 from danlu.sessions import SessionStore
-from scripted_page_server import MODEL, serve_scripted
+from scripted_page_server import LONG, MODEL, MODEL_B, serve_scripted
 
 pytestmark = [pytest.mark.browser]
 
 REPLY_MS = 30_000
+LOAD_MS = 120_000  # /api/models runs fit over the whole catalog: seconds, more on a busy 2-core machine
 MARKDOWN = ["# 长城\n\n", "**长城**是中国古代的", "军事防御工程。\n\n- 东起山海关\n- 西至嘉峪关\n\n",
             "| 朝代 | 长度 |\n|---|---|\n| 明 | 8851 km |\n\n", "```python\nprint('你好')\n", "```\n\n",
             "<img src=x onerror=\"window.pwned='img'\"> <script>window.pwned='script'</script>\n\n",
@@ -47,15 +49,15 @@ def browser():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     home = tmp_path_factory.mktemp("page-home")
-    with serve_scripted(home) as (url, engine):
-        yield url, engine, home / "danlu.db"
+    with serve_scripted(home) as (url, engine, right):
+        yield url, engine, home / "danlu.db", right
 
 
 @pytest.fixture
 def page(browser, served):
     with watched_page(browser, served[0]) as tab:
         tab.goto(served[0] + "/")
-        tab.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached")
+        tab.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached", timeout=LOAD_MS)
         tab.select_option("#chat-model", MODEL)
         yield tab
 
@@ -198,13 +200,60 @@ def test_editing_an_earlier_message_regenerates_from_there(page, served):
     assert [(m["role"], m["content"]) for m in session] == [("user", "改过的问题"), ("assistant", "改过之后的回答")]
 
 
+# ---------------------------------------------------------------- the arena
+
+
+def test_the_arena_folds_thinking_shows_each_sides_speed_stops_both_and_keeps_its_sides(page, served):
+    url, left, db, right = served
+    left.scripts.append(THINKING)
+    right.scripts.append(["右边", "的回答。"])
+    page.click("#tab-arena")
+    page.click("label:has(input[value=side_by_side]) span")
+    page.select_option("#arena-model-a", MODEL)
+    page.select_option("#arena-model-b", MODEL_B)
+    page.click("#arena-start")
+    page.wait_for_selector("#arena-input:not([disabled])")
+    page.evaluate("""() => { window.waited = false; const duel = document.querySelector('.duel');
+        new MutationObserver(() => { window.waited ||= [...duel.querySelectorAll('.body.waiting')]
+            .some(b => b.textContent.includes('等待首字')); }).observe(duel, {subtree: true, childList: true}); }""")
+    page.fill("#arena-input", "想一想再答")
+    page.press("#arena-input", "Enter")
+    page.wait_for_selector("#arena-status:has-text('第 1 轮已保存')", timeout=REPLY_MS)
+    assert page.evaluate("window.waited")  # each side said it was waiting before its first token
+    a, b = (page.locator(f"#arena-messages-{side} .msg.assistant") for side in "ab")
+    assert a.locator("details.thinking").get_attribute("open") is None  # the voter sees the answer, thinking folded
+    assert a.locator("details.thinking summary").inner_text().startswith("思考过程")
+    assert a.locator(".body").inner_text() == "答案是 42。" and b.locator(".body").inner_text() == "右边的回答。"
+    for side in (a, b):
+        meta = side.locator(".meta").inner_text()
+        assert "首字" in meta and "tok/s" in meta and "正常结束" in meta and "stop" not in meta
+    store = ArenaStore.open(db)
+    [battle] = [row[0] for row in store.db.execute("SELECT id FROM battles ORDER BY created DESC LIMIT 1")]
+    reply = store.entries(battle, "a")[1]
+    assert reply["meta"]["reasoning"] == "嗯，先想一想。" and reply["meta"]["reasoning_tokens"] > 0
+    store.close()
+
+    left.scripts.append(LONG)
+    right.scripts.append(LONG)
+    page.fill("#arena-input", "讲个长故事")
+    page.press("#arena-input", "Enter")
+    page.wait_for_selector("#arena-messages-b .msg.assistant .body:has-text('第3句')", timeout=REPLY_MS)
+    page.click("#arena-stop")  # both sides end; the turn is not saved and the question goes back in the box
+    page.wait_for_selector("#arena-status:has-text('已停止')")
+    assert page.locator(".column .msg.assistant.unsaved").count() == 2
+    assert page.input_value("#arena-input") == "讲个长故事"
+    page.click("#arena-start")  # a new battle: the pickers kept their sides
+    page.wait_for_selector("#arena-input:not([disabled])")
+    assert (page.input_value("#arena-model-a"), page.input_value("#arena-model-b")) == (MODEL, MODEL_B)
+
+
 # ---------------------------------------------------------------- first visit, phone
 
 
 def test_a_fresh_profile_preselects_the_default_chat_model_and_offers_its_download(browser, served):
     with watched_page(browser, served[0]) as page:
         page.goto(served[0] + "/")
-        page.wait_for_selector(f"#chat-model option[value='{DEFAULT}']", state="attached")
+        page.wait_for_selector(f"#chat-model option[value='{DEFAULT}']", state="attached", timeout=LOAD_MS)
         assert page.input_value("#chat-model") == DEFAULT  # Settings.default_model, as `danlu chat`
         assert page.inner_text("#chat-model-info .badge") == "需下载" and page.is_visible("#chat-download")
         assert "基础模型，不适合对话" in page.inner_text("#chat-model option[value='gemma-3-270m']")
@@ -214,7 +263,7 @@ def test_the_phone_layout_fits_390_px_with_a_pinned_input(browser, served):
     served[1].scripts.extend([["很长的回答。" * 60 + "\n\n```\n" + "x" * 300 + "\n```"]] * 3)
     with watched_page(browser, served[0], viewport=PHONE) as page:
         page.goto(served[0] + "/")
-        page.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached")
+        page.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached", timeout=LOAD_MS)
         page.select_option("#chat-model", MODEL)
         for n in range(3):
             say(page, f"第{n}个问题")
@@ -263,7 +312,7 @@ def test_a_server_killed_mid_reply_leaves_both_messages_on_screen_and_in_the_dat
     try:
         with watched_page(browser, url) as page:
             page.goto(url + "/")
-            page.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached")
+            page.wait_for_selector(f"#chat-model option[value='{MODEL}']", state="attached", timeout=LOAD_MS)
             page.select_option("#chat-model", MODEL)
             page.fill("#chat-input", "讲一个很长的故事")
             page.press("#chat-input", "Enter")
