@@ -28,7 +28,7 @@ MODELS = Path(Settings().home) / "models"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 QUESTIONS = ["用一句话介绍长城。", "推荐一本适合初学者的 Python 书。", "“举一反三”是什么意思？"]
-WAIT_MS = 300_000
+WAIT_MS = 900_000  # a 2-core machine shared with other work can be slow
 
 
 def chat(page: Page) -> None:
@@ -40,7 +40,11 @@ def chat(page: Page) -> None:
     for n, question in enumerate(["用 Python 写一个函数，判断一个数是不是质数。", "用一句话解释它为什么只检查到平方根。"], start=1):
         page.fill("#chat-input", question)
         page.press("#chat-input", "Enter")
-        page.wait_for_function(f"document.querySelectorAll('.msg.assistant.saved').length === {n}", timeout=WAIT_MS)
+        try:
+            page.wait_for_function(f"document.querySelectorAll('.msg.assistant.saved').length === {n}", timeout=WAIT_MS)
+        except Exception:
+            page.screenshot(path=OUT / "failed.png")  # what the page showed, to see why
+            raise
     page.click("#chat-settings-toggle")  # folded away: room for the conversation
     page.screenshot(path=OUT / "chat.png")
 
