@@ -47,6 +47,10 @@ def m002_session_state(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE sessions ADD COLUMN state BLOB")
 
 
+def _meta_json(meta: dict | None) -> str | None:
+    return json.dumps(meta, ensure_ascii=False) if meta else None
+
+
 @dataclass(frozen=True)
 class SessionInfo:
     id: str
@@ -111,12 +115,13 @@ class SessionStore:
             )
         return sid
 
-    def add_message(self, session_id: str, role: str, content: str) -> None:
+    def add_message(self, session_id: str, role: str, content: str, meta: dict | None = None) -> None:
+        """Append one message; `meta` is what the page shows beside it (tokens, speed, thinking, interrupted)."""
         now = time.time()
         with self.db:
             self.db.execute(
-                "INSERT INTO messages (session_id, role, content, created) VALUES (?, ?, ?, ?)",
-                (session_id, role, content, now),
+                "INSERT INTO messages (session_id, role, content, created, meta) VALUES (?, ?, ?, ?, ?)",
+                (session_id, role, content, now, _meta_json(meta)),
             )
             self.db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
 
@@ -124,15 +129,36 @@ class SessionStore:
         rows = self.db.execute("SELECT role, content FROM messages WHERE session_id = ? ORDER BY id", (session_id,))
         return [(r, c) for r, c in rows]
 
-    def replace_messages(self, session_id: str, messages: list[tuple[str, str]]) -> None:
-        """Rewrite a session's history (after /retry, truncation or /reset) in one transaction."""
+    def entries(self, session_id: str) -> list[dict]:
+        """Every message with its metadata: {"role", "content", "meta"} (meta {} when none was stored)."""
+        rows = self.db.execute("SELECT role, content, meta FROM messages WHERE session_id = ? ORDER BY id", (session_id,))
+        return [{"role": r, "content": c, "meta": json.loads(m) if m else {}} for r, c, m in rows]
+
+    def replace_messages(self, session_id: str, messages: list[tuple]) -> None:
+        """Rewrite a session's history (after /retry, truncation or /reset) in one transaction; each message is
+        (role, content) or (role, content, meta)."""
         now = time.time()
         with self.db:
             self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
             self.db.executemany(
-                "INSERT INTO messages (session_id, role, content, created) VALUES (?, ?, ?, ?)",
-                [(session_id, r, c, now) for r, c in messages],
+                "INSERT INTO messages (session_id, role, content, created, meta) VALUES (?, ?, ?, ?, ?)",
+                [(session_id, m[0], m[1], now, _meta_json(m[2] if len(m) > 2 else None)) for m in messages],
             )
+            self.db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (now, session_id))
+
+    def delete(self, session_id: str) -> None:
+        """Remove a session and its messages."""
+        with self.db:
+            self.db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    def search(self, query: str, limit: int = 50) -> list[SessionInfo]:
+        """Sessions whose name or any message contains `query` (case-insensitive for ASCII), newest first."""
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = self.db.execute(
+            "SELECT s.id FROM sessions s WHERE s.name LIKE ?1 ESCAPE '\\' OR s.id IN (SELECT session_id FROM messages"
+            " WHERE role != 'system' AND content LIKE ?1 ESCAPE '\\') ORDER BY s.updated DESC LIMIT ?2", (pattern, limit))
+        return [self._info(r[0]) for r in ids.fetchall()]
 
     def name(self, session_id: str, name: str) -> None:
         """Give a session a name; a name already taken by another session moves to this one."""
@@ -207,3 +233,15 @@ def m004_arena(db: sqlite3.Connection) -> None:
 def m005_eval_thinking(db: sqlite3.Connection) -> None:
     """The thinking mode of a `gen` run on a hybrid model ("on" / "off"; NULL: the template's default)."""
     db.execute("ALTER TABLE eval_results ADD COLUMN thinking TEXT")
+
+
+@migration
+def m006_message_meta(db: sqlite3.Connection) -> None:
+    """What the page shows beside a message (tokens, speed, the model's thinking, an interrupted reply), as JSON."""
+    db.execute("ALTER TABLE messages ADD COLUMN meta TEXT")
+
+
+@migration
+def m007_battle_message_meta(db: sqlite3.Connection) -> None:
+    """The same for the arena's replies: thinking text and tokens, reply tokens, first-token wait, speed."""
+    db.execute("ALTER TABLE battle_messages ADD COLUMN meta TEXT")

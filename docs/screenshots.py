@@ -1,4 +1,4 @@
-"""Screenshots of the web page for the README: docs/screenshots/{chat,arena,leaderboard}.png.
+"""Screenshots of the web page for the README: docs/screenshots/{chat,arena,leaderboard,chat-phone}.png.
 
     .venv/bin/python docs/screenshots.py            (needs `make models` and `make browser`)
 
@@ -6,7 +6,8 @@ Everything on them is real: a `danlu serve` in this process (a throwaway DANLU_H
 models), headless Debian chromium driven by playwright, a chat with qwen2.5-coder-1.5b-instruct, then three
 anonymous battles between gemma-3-270m and qwen2.5-coder-1.5b-instruct. The votes are cast by this script
 with a fixed rule, since nobody is watching: the reply with more distinct Chinese characters wins, equal
-counts are a tie — a crude stand-in for a person, good enough to fill the leaderboard.
+counts are a tie — a crude stand-in for a person, good enough to fill the leaderboard. Last, the same browser
+profile at a phone's 390×844 reloads the page, which reopens the chat.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ MODELS = Path(Settings().home) / "models"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 QUESTIONS = ["用一句话介绍长城。", "推荐一本适合初学者的 Python 书。", "“举一反三”是什么意思？"]
-WAIT_MS = 300_000
+WAIT_MS = 900_000  # a 2-core machine shared with other work can be slow
 
 
 def chat(page: Page) -> None:
@@ -39,7 +40,11 @@ def chat(page: Page) -> None:
     for n, question in enumerate(["用 Python 写一个函数，判断一个数是不是质数。", "用一句话解释它为什么只检查到平方根。"], start=1):
         page.fill("#chat-input", question)
         page.press("#chat-input", "Enter")
-        page.wait_for_function(f"document.querySelectorAll('.msg.assistant.saved').length === {n}", timeout=WAIT_MS)
+        try:
+            page.wait_for_function(f"document.querySelectorAll('.msg.assistant.saved').length === {n}", timeout=WAIT_MS)
+        except Exception:
+            page.screenshot(path=OUT / "failed.png")  # what the page showed, to see why
+            raise
     page.click("#chat-settings-toggle")  # folded away: room for the conversation
     page.screenshot(path=OUT / "chat.png")
 
@@ -78,6 +83,16 @@ def arena_and_leaderboard(page: Page) -> None:
     page.screenshot(path=OUT / "leaderboard.png")
 
 
+def phone(page: Page) -> None:
+    """The phone layout: the reload reopens the last session; the reply's code block scrolls inside it."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(page.url.split("#")[0] + "#chat")
+    page.reload()
+    page.wait_for_selector(".msg.assistant.saved")
+    page.evaluate("document.querySelector('#chat-messages').scrollTop = 0")
+    page.screenshot(path=OUT / "chat-phone.png")
+
+
 def main() -> None:
     if not MODELS.exists():
         sys.exit(f"no pulled models in {MODELS}: run `make models` first")
@@ -92,6 +107,7 @@ def main() -> None:
         page.wait_for_selector("#chat-model option[value='qwen2.5-coder-1.5b-instruct']", state="attached")
         chat(page)
         arena_and_leaderboard(page)
+        phone(page)
         browser.close()
     print(f"wrote {', '.join(str(p) for p in sorted(OUT.glob('*.png')))}")
 

@@ -18,9 +18,9 @@ from danlu.errors import DanluError
 from danlu.sessions import MIGRATIONS, SessionStore
 
 
-def test_m004_arena_follows_the_first_three_and_applies_to_an_existing_database(tmp_path):
-    assert [fn.__name__ for fn in MIGRATIONS[:4]] == ["m001_sessions", "m002_session_state", "m003_eval_results",
-                                                      "m004_arena"]
+def test_m004_arena_applies_to_a_database_from_before_the_arena(tmp_path):
+    names = [fn.__name__ for fn in MIGRATIONS]
+    assert names[:4] == ["m001_sessions", "m002_session_state", "m003_eval_results", "m004_arena"]  # append-only
     db = sqlite3.connect(tmp_path / "old.db")  # a database from before the arena: three migrations ran
     db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
     for fn in MIGRATIONS[:3]:
@@ -39,8 +39,10 @@ def test_a_battle_keeps_each_turn_and_one_vote(tmp_path):
     battle_id = store.create_battle("x", "y", anonymous=True, params={"max_tokens": 8})
     with pytest.raises(NothingToJudge):
         store.record_vote(battle_id, "a")
-    store.add_turn(battle_id, "你好", "甲", "乙")
+    store.add_turn(battle_id, "你好", "甲", "乙", ({"tokens": 2, "reasoning": "想", "reasoning_tokens": 1}, None))
     assert store.transcript(battle_id, "b") == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "乙"}]
+    assert store.transcript(battle_id, "a")[1] == {"role": "assistant", "content": "甲"}  # what the model sees again
+    assert store.entries(battle_id, "a")[1]["meta"] == {"tokens": 2, "reasoning": "想", "reasoning_tokens": 1}
     assert store.battle(battle_id).public()["model_a"] is None
     with pytest.raises(DanluError):
         store.record_vote(battle_id, "left")

@@ -1,6 +1,7 @@
 """Sessions in SQLite: WAL, append-only migrations, nothing completed is lost on a kill."""
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -159,3 +160,39 @@ def test_a_database_an_older_danlu_left_readable_is_tightened_on_open(tmp_path, 
     os.chmod(path, 0o644)
     SessionStore(path).close()
     assert mode(path) == 0o600
+
+
+def test_a_database_from_before_message_meta_keeps_its_messages_and_gains_meta(tmp_path):
+    db = sqlite3.connect(tmp_path / "old.db")  # a database from before m005: four migrations ran, one message
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied REAL)")
+    for fn in MIGRATIONS[:4]:
+        fn(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", (fn.__name__,))
+    db.execute("INSERT INTO sessions VALUES ('s1', NULL, 'm', '{}', 0, 0, NULL)")
+    db.execute("INSERT INTO messages (session_id, role, content, created) VALUES ('s1', 'user', '旧消息', 0)")
+    db.commit()
+    db.close()
+    store = SessionStore(tmp_path / "old.db")
+    assert store.entries("s1") == [{"role": "user", "content": "旧消息", "meta": {}}]
+    store.add_message("s1", "assistant", "答", {"tokens": 3, "interrupted": True})
+    assert store.entries("s1")[1] == {"role": "assistant", "content": "答", "meta": {"tokens": 3, "interrupted": True}}
+    assert store.messages("s1") == [("user", "旧消息"), ("assistant", "答")]  # what the model sees: no meta
+    store.close()
+
+
+def test_search_finds_sessions_by_name_or_content_and_delete_removes_one(tmp_path):
+    store = SessionStore(tmp_path / "danlu.db")
+    great_wall, palace = store.create("m"), store.create("m")
+    store.add_message(great_wall, "system", "长城专家")
+    store.add_message(great_wall, "user", "介绍长城")
+    store.add_message(palace, "user", "故宫 100% 好看_吗")
+    store.name(palace, "旅行")
+    assert [s.id for s in store.search("长城")] == [great_wall]
+    assert [s.id for s in store.search("旅行")] == [palace]
+    assert [s.id for s in store.search("100%")] == [palace] and store.search("0_%") == []  # wildcards are text
+    assert store.search("专家") == []  # the system prompt is not what a person searches for
+    store.replace_messages(palace, [("user", "新的", {"tokens": 1}), ("assistant", "好")])
+    assert store.entries(palace)[0]["meta"] == {"tokens": 1}
+    store.delete(great_wall)
+    assert [s.id for s in store.list()] == [palace] and store.entries(great_wall) == []
+    store.close()

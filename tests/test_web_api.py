@@ -21,7 +21,7 @@ from danlu.server import ServerSettings
 from danlu.server.app import create_app
 from danlu.server.errors import ApiError
 from danlu.sessions import SessionStore
-from danlu.web import STATIC_DIR
+from danlu.web import STATIC_DIR, VENDOR_DIR
 from danlu.web.battle_routes import _masker
 from danlu.web.duel import hidden_error
 from test_server_harness import home_with, models_dir_of, running_server
@@ -77,9 +77,34 @@ def test_nothing_on_the_page_comes_from_the_network():
             assert "@import" not in text and "url(http" not in text
 
 
-def test_the_page_is_package_data():
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
-    assert '"danlu.web" = ["static/*.html", "static/*.css", "static/js/*.js"]' in pyproject
+def test_the_page_and_its_libraries_are_package_data():
+    """Every file under static/ and vendor/ is matched by pyproject's package-data, so a wheel has the page."""
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["danlu.web"]
+    web = STATIC_DIR.parent
+    packaged = {path for pattern in patterns for path in web.glob(pattern)}
+    shipped = {p for folder in (STATIC_DIR, VENDOR_DIR) for p in folder.rglob("*") if p.is_file()}
+    assert shipped and shipped <= packaged, sorted(str(p.relative_to(web)) for p in shipped - packaged)
+
+
+def test_the_vendored_libraries_are_the_npm_releases_named_in_their_manifest():
+    """marked, DOMPurify and highlight.js, byte for byte as published (their URLs are comments, XML namespaces
+    and console warnings, not loads: the browser test checks that the page requests nothing from elsewhere)."""
+    import hashlib
+
+    manifest = json.loads((VENDOR_DIR / "vendor.json").read_text(encoding="utf-8"))
+    named = {lib["npm"]: lib for lib in manifest["libraries"]}
+    assert set(named) == {"marked", "dompurify", "@highlightjs/cdn-assets"}
+    for lib in named.values():
+        assert hashlib.sha256((VENDOR_DIR / lib["file"]).read_bytes()).hexdigest() == lib["sha256"], lib["file"]
+        assert (VENDOR_DIR / lib["license_file"]).stat().st_size > 500
+    files = {p.name for p in VENDOR_DIR.iterdir()}
+    assert files == {"vendor.json", *(l["file"] for l in named.values()), *(l["license_file"] for l in named.values())}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for lib in named.values():
+        assert f"{lib['npm']} {lib['version']}" in readme and lib["license"] in readme
 
 
 def test_with_an_api_key_the_page_loads_but_the_api_needs_the_bearer_key(tmp_path):
@@ -128,9 +153,32 @@ def test_sessions_are_the_cli_sessions(client, settings):
 def test_regenerate_rewrites_the_history(client):
     session_id = client.post("/api/sessions", json={"model": GEMMA, "messages": [
         {"role": "user", "content": "讲个笑话"}, {"role": "assistant", "content": "旧的回答"}]}).json()["id"]
-    again = [{"role": "user", "content": "讲个笑话"}, {"role": "assistant", "content": "新的回答"}]
+    meta = {"tokens": 12, "seconds": 1.5, "first_token_s": 0.2, "finish_reason": "stop", "reasoning": "想一想",
+            "reasoning_tokens": 3}
+    again = [{"role": "user", "content": "讲个笑话", "meta": {}}, {"role": "assistant", "content": "新的回答", "meta": meta}]
     assert client.put(f"/api/sessions/{session_id}/messages", json={"messages": again}).status_code == 200
-    assert client.get(f"/api/sessions/{session_id}").json()["messages"] == again
+    assert client.get(f"/api/sessions/{session_id}").json()["messages"] == again  # the reply's line comes back
+
+
+def test_sessions_are_searched_deleted_and_bad_metadata_is_refused(client):
+    made = [client.post("/api/sessions", json={"model": GEMMA, "messages": [{"role": "user", "content": text}]}).json()["id"]
+            for text in ("介绍长城", "故宫门票")]
+    assert [s["id"] for s in client.get("/api/sessions", params={"q": "故宫"}).json()["sessions"]] == [made[1]]
+    assert client.delete(f"/api/sessions/{made[1]}").status_code == 204
+    assert [s["id"] for s in client.get("/api/sessions").json()["sessions"]] == [made[0]]
+    error_of(client.delete(f"/api/sessions/{made[1]}"), 404)
+    bad = {"messages": [{"role": "assistant", "content": "x", "meta": {"tokens": -1}}]}
+    assert "tokens" in error_of(client.post(f"/api/sessions/{made[0]}/messages", json=bad), 400)
+    odd = {"messages": [{"role": "assistant", "content": "x", "meta": {"script": "<b>"}}]}
+    assert "script" in error_of(client.post(f"/api/sessions/{made[0]}/messages", json=odd), 400)
+
+
+def test_models_name_the_default_chat_model_and_mark_base_models(client):
+    body = client.get("/api/models").json()
+    rows = {m["id"]: m for m in body["models"]}
+    assert body["default_model"] == "qwen2.5-coder-1.5b-instruct" and rows[body["default_model"]]["chat"] is True
+    assert rows[GEMMA]["chat"] is False and rows["qwen3-8b"]["thinking"] == "hybrid"
+    assert rows[GEMMA]["context_length"] > 0
 
 
 # ---------------------------------------------------------------- battles and votes
@@ -301,3 +349,34 @@ def test_one_turn_at_a_time_and_leaving_mid_turn_frees_both_models_and_saves_not
         time.sleep(0.2)
     assert not busy, f"still generating after the client left: {busy}"
     assert httpx.get(f"{url}/api/battles/{battle_id}", timeout=10).json()["n_turns"] == 0
+
+
+def test_the_leaderboard_has_one_score_per_model_and_benchmark_a_measured_one_first(client, settings):
+    board = client.get("/api/leaderboard").json()
+    for suite in ("ceval", "cmmlu"):
+        models = [r["model"] for r in board["evals"][suite]]
+        assert len(models) == len(set(models)), suite
+    qwen14 = next(r for r in board["evals"]["ceval"] if r["model"] == "qwen-14b-chat")
+    assert qwen14["variant"] == "chat" and [o["variant"] for o in qwen14["others"]] == ["base"]  # the rule: same variant
+    assert " / " in qwen14["note"] and "基础版" in qwen14["others"][0]["note"]  # both languages
+    assert "对话版或基础版" in board["score_rule"]
+
+    store = SessionStore(settings.base.db_path)  # a local `danlu eval` run of the same model
+    with store.db:
+        store.db.execute("INSERT INTO eval_results VALUES ('k', 'qwen-14b-chat:q4_k_m', 'ceval', 'val', 'ao', 5, 260,"
+                         " 61.5, 60.0, '{}', 'data', 0)")
+    store.close()
+    board = client.get("/api/leaderboard").json()
+    qwen14 = next(r for r in board["evals"]["ceval"] if r["model"] == "qwen-14b-chat")
+    assert (qwen14["kind"], qwen14["score"], len(qwen14["others"])) == ("measured", 61.5, 2)
+
+
+def test_the_pages_context_length_bounds_a_chat_request(tmp_path):
+    """The page's 上下文长度 travels as `num_ctx` (Ollama's name): a prompt longer than it is a 400 that says so."""
+    from scripted import ScriptedEngine, scripted_server, template
+
+    with scripted_server(tmp_path, {"scripted": ScriptedEngine(template("qwen3.jinja"))}) as url:
+        ask = {"model": "scripted", "messages": [{"role": "user", "content": "长" * 300}], "max_tokens": 8}
+        assert httpx.post(url + "/v1/chat/completions", json=ask, timeout=60).status_code == 200
+        refused = httpx.post(url + "/v1/chat/completions", json={**ask, "num_ctx": 256}, timeout=60)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"

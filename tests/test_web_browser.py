@@ -1,66 +1,50 @@
 """The web page in real headless Chromium (Debian's `chromium`, driven by playwright) against a real server on
-loopback with the real models: chat with gemma-3-270m (streamed, saved in the CLI's sessions, regenerated,
-reopened), an anonymous battle of two turns with a vote that reveals the names, the leaderboard changing,
-the English toggle, and the API key prompt. Chromium missing is a failure with the fix, never a skip."""
+loopback with the real models: a fresh profile starts on the default chat model; chat with gemma-3-270m (a
+base model: the page warns first; streamed, saved in the CLI's sessions, regenerated, reopened), an anonymous
+battle of two turns with a vote that reveals the names, the leaderboard changing, the English toggle, the API
+key prompt, and a download from a local file with its progress. The page's own behaviour on scripted engines
+is in test_web_page.py. Chromium missing is a failure with the fix, never a skip."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from pathlib import Path
 
 import pytest
 
+from browser_harness import chromium, watched_page
 from danlu.arena.store import ArenaStore
 from danlu.server import ServerSettings
 from danlu.sessions import SessionStore
-from test_server_harness import home_with, models_dir_of, running_server
+from test_server_harness import home_with, running_server
 
 pytestmark = [pytest.mark.weights, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 GEMMA, QWEN = "gemma-3-270m", "qwen2.5-coder-1.5b-instruct"
 REPLY_S = 180_000  # ms: loading a model on first use plus a few tokens, on a busy 2-core machine
 
 
-def launch_chromium(playwright):
-    if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.fail("chromium is missing: the browser tests need Debian's chromium at /usr/bin/chromium; install it "
-                    "with `make browser` (apt-get install -y chromium)", pytrace=False)
-    return playwright.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-                                      args=CHROMIUM_ARGS)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is missing: pip install -e '.[test]'", pytrace=False)
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+    with chromium() as chromium_browser:
+        yield chromium_browser
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, gemma_path, qwen_path):
-    base = home_with(tmp_path_factory.mktemp("browser-home"), models_dir_of(gemma_path))
+    two = tmp_path_factory.mktemp("two-models")  # exactly these two, whatever else `make models` pulled
+    for path in (gemma_path, qwen_path):  # hard links: the store refuses folders that are symlinks out of it
+        shutil.copytree(path.parents[1], two / path.parents[1].name, copy_function=os.link)
+    base = home_with(tmp_path_factory.mktemp("browser-home"), two)
     settings = ServerSettings(base=base, n_ctx=512, parallel=2, keep_alive_s=-1)
     with running_server(settings) as url:
         yield url, settings.base
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+def page(browser, served):
+    with watched_page(browser, served[0]) as tab:
+        yield tab
 
 
 def count_changes(page, selector: str) -> None:
@@ -83,9 +67,12 @@ def test_chat_streams_saves_regenerates_and_reopens_a_session(page, served):
     count_changes(page, "#chat-messages")
     page.fill("#chat-input", "你好，请介绍一下长城。")
     page.press("#chat-input", "Enter")
+    page.wait_for_selector("#chat-warning:has-text('基础模型')")  # gemma-3-270m continues text: said before it starts
+    assert page.locator(".msg").count() == 0
+    page.click("#chat-warning-send")
     page.wait_for_selector(".msg.assistant.saved", timeout=REPLY_S)
     assert page.evaluate("window.changes") > 4  # the reply arrived in pieces, not at once
-    first_reply = page.inner_text(".msg.assistant .body")
+    first_reply = page.evaluate("document.querySelector('.msg.assistant').view.text")  # the Markdown source
     assert first_reply.strip() and "8 tokens" in page.inner_text(".msg.assistant .meta")
 
     store = SessionStore(base.db_path)  # the CLI's database: system prompt, question and reply
@@ -103,10 +90,21 @@ def test_chat_streams_saves_regenerates_and_reopens_a_session(page, served):
 
     page.click("#chat-new")
     assert page.locator(".msg").count() == 0
-    page.click(f"#session-list li[data-id='{session.id}']")
+    page.click(f"#session-list li[data-id='{session.id}'] .title")
     page.wait_for_selector(".msg.user")
     assert page.inner_text(".msg.user .body") == "你好，请介绍一下长城。"
     assert page.input_value("#chat-system").startswith("你是一个乐于助人的中文助手")
+    assert "tokens" in page.inner_text(".msg.assistant .meta")  # the token and speed line came back with it
+
+
+def test_a_fresh_profile_starts_on_the_default_chat_model_and_labels_the_base_model(page, served):
+    page.goto(served[0] + "/")
+    page.wait_for_selector(f"#chat-model option[value='{GEMMA}']", state="attached")
+    assert page.input_value("#chat-model") == QWEN  # Settings.default_model, as `danlu chat` uses
+    assert "已下载" in page.inner_text("#chat-model-info .badge")
+    gemma = page.inner_text(f"#chat-model option[value='{GEMMA}']")
+    assert "基础模型，不适合对话" in gemma and "已下载" in gemma
+    assert gemma.count("MiB") == 1  # one memory figure: fit's prediction
 
 
 def test_an_anonymous_battle_votes_and_the_leaderboard_changes(page, served):
@@ -167,3 +165,30 @@ def test_a_keyed_server_asks_for_the_key_and_the_page_sends_it(browser, tmp_path
         assert page.evaluate("localStorage.getItem('danlu.apiKey')") == "page-key"
         page.wait_for_selector("#chat-error", state="hidden")  # the 401's message is gone
         context.close()
+
+
+def test_a_model_downloads_from_a_local_file_with_progress(browser, tmp_path, gemma_path):
+    """下载 on a model that is not here: the server's pull from a local file (hard-linked, then verified against
+    the catalog's sha256), its progress streamed into the bar, then the model is ready in the picker."""
+    settings = ServerSettings(base=home_with(tmp_path, None))
+    with running_server(settings) as url, watched_page(browser, url) as page:
+        page.goto(url + "/")
+        page.wait_for_selector(f"#chat-model option[value='{GEMMA}']", state="attached")
+        assert page.input_value("#chat-model") == QWEN  # the default, not downloaded yet: 需下载
+        assert "需下载" in page.inner_text("#chat-model-info .badge")
+        page.select_option("#chat-model", GEMMA)
+        page.click("#chat-download")
+        page.select_option("#download-source", "local")
+        page.fill("#download-path", str(gemma_path))
+        page.evaluate("""() => { window.progress = [];
+            new MutationObserver(() => window.progress.push(document.querySelector('#download-status').textContent))
+                .observe(document.querySelector('#download-status'), {childList: true, characterData: true, subtree: true}); }""")
+        page.click("#download-start")
+        page.wait_for_selector("#download-status:has-text('下载完成')", timeout=120_000)
+        progress = page.evaluate("window.progress")
+        assert any("%" in line and "MiB" in line for line in progress), progress  # numbers while it verified
+        assert page.evaluate("document.querySelector('#download-bar').value") == page.evaluate(
+            "document.querySelector('#download-bar').max")
+        page.wait_for_selector("#chat-model-info .badge:has-text('已下载')")
+        assert page.input_value("#chat-model") == GEMMA
+    assert (settings.base.models_dir / GEMMA).is_dir()

@@ -38,6 +38,10 @@ class ModelChoice:
     speed: str
     reason: str
     runnable: bool
+    chat: bool = True  # False for base models: they continue text rather than answer
+    thinking: str = "never"  # hybrid | always | never
+    context_length: int | None = None  # the model's own maximum
+    task: str = "chat"  # what it is for: chat, or another kind (embedding models) the chat picker leaves out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +61,8 @@ def catalog_choice(spec: ModelSpec, fit: FitResult | None, settings: Settings, t
     return ModelChoice(spec.id, spec.name, "catalog", spec.params_b, variant.name, variant.size_bytes, code, reason,
                        fit.verdict if fit else "unsupported", fit.verdict_text() if fit else "",
                        fit.predicted_bytes if fit else 0, fit.speed if fit else "-", fit.reason if fit else "",
-                       code == "ready" and fits)
+                       code == "ready" and fits, spec.chat, spec.thinking, spec.context_length,
+                       getattr(spec, "kind", None) or "chat")
 
 
 def remote_choice(remote) -> ModelChoice:

@@ -108,14 +108,23 @@ class ArenaStore:
                                (battle_id, side))
         return [{"role": role, "content": content} for role, content in rows]
 
-    def add_turn(self, battle_id: str, user: str, reply_a: str, reply_b: str) -> None:
-        """One finished turn: the user's message and each side's reply, together or not at all."""
+    def entries(self, battle_id: str, side: str) -> list[dict]:
+        """One side's messages with what the page shows beside them (thinking, tokens): {"role", "content", "meta"}."""
+        rows = self.db.execute("SELECT role, content, meta FROM battle_messages WHERE battle_id = ? AND side = ?"
+                               " ORDER BY id", (battle_id, side))
+        return [{"role": r, "content": c, "meta": json.loads(m) if m else {}} for r, c, m in rows]
+
+    def add_turn(self, battle_id: str, user: str, reply_a: str, reply_b: str,
+                 metas: tuple[dict | None, dict | None] = (None, None)) -> None:
+        """One finished turn: the user's message and each side's reply (with its meta: thinking, tokens),
+        together or not at all."""
         now = time.time()
-        rows = [(battle_id, side, role, text, now) for side, reply in zip(SIDES, (reply_a, reply_b))
+        rows = [(battle_id, side, role, text, now, json.dumps(meta, ensure_ascii=False) if meta and role == "assistant"
+                 else None) for side, reply, meta in zip(SIDES, (reply_a, reply_b), metas)
                 for role, text in (("user", user), ("assistant", reply))]
         with self.db:
-            self.db.executemany("INSERT INTO battle_messages (battle_id, side, role, content, created)"
-                                " VALUES (?, ?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT INTO battle_messages (battle_id, side, role, content, created, meta)"
+                                " VALUES (?, ?, ?, ?, ?, ?)", rows)
             self.db.execute("UPDATE battles SET updated = ? WHERE id = ?", (now, battle_id))
 
     def record_vote(self, battle_id: str, vote: str) -> Battle:

@@ -225,7 +225,8 @@ def _reference_rows(suite: str) -> list[dict]:
     from danlu import catalog
 
     return [{"model": spec.id, "score": s.score, "kind": "reference", "source": s.source,
-             "protocol": f"{s.protocol}" + (f", {s.split}" if s.split else "")}
+             "protocol": f"{s.protocol}" + (f", {s.split}" if s.split else ""), "variant": s.variant,
+             "split": s.split, "shots": s.shots}
             for spec in catalog.all_models() for s in spec.scores if s.benchmark == suite]
 
 

@@ -47,7 +47,7 @@ def _battle(store: ArenaStore, battle_id: str, *, open_only: bool = False) -> Ba
 
 
 def _view(store: ArenaStore, battle: Battle) -> dict:
-    return {**battle.public(), "transcripts": {side: store.transcript(battle.id, side) for side in SIDES}}
+    return {**battle.public(), "transcripts": {side: store.entries(battle.id, side) for side in SIDES}}
 
 
 def _masker(battle: Battle):
@@ -165,7 +165,8 @@ async def battle_turn(battle_id: str, body: BattleTurn, request: Request) -> Str
         raise
 
     def save(finished: list[Side]) -> int:
-        store.add_turn(battle.id, body.content, finished[0].text, finished[1].text)
+        store.add_turn(battle.id, body.content, finished[0].text, finished[1].text,
+                       (finished[0].meta(), finished[1].meta()))
         return store.battle(battle.id).n_turns
 
     async def close_all() -> None:  # when the stream never ran (the client left first); a no-op otherwise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -44,6 +45,9 @@ class Side:
     reasoning_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_at: float | None = None  # when its first piece (thinking or answer) came
+    finished_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -55,6 +59,15 @@ class Side:
 
     def close(self) -> None:
         self.generation.close()
+
+    def meta(self) -> dict:
+        """What is stored beside the reply: tokens, thinking and its tokens, first-token wait, decoding seconds."""
+        first, end = self.first_at or self.started, self.finished_at or time.monotonic()
+        meta = {"tokens": self.tokens, "finish_reason": self.finish_reason, "first_token_s": round(first - self.started, 3),
+                "seconds": round(end - first, 3)}
+        if self.thinking:
+            meta |= {"reasoning": self.thinking, "reasoning_tokens": self.reasoning_tokens}
+        return meta
 
 
 async def open_side(request: Request, name: str, model: str, messages: list[dict], settings: dict) -> Side:
@@ -116,6 +129,8 @@ def _record(side: Side, item: Piece | Exception, hide: Callable[[str], str]) -> 
     if isinstance(item, Exception):
         side.error = _failure(item, hide)
         return {"side": side.name, "error": side.error}
+    if side.first_at is None and (item.content or item.reasoning):
+        side.first_at = time.monotonic()
     side.parts.append(item.content)
     side.reasoning.append(item.reasoning)
     payload = {"side": side.name, "delta": item.content}
@@ -124,6 +139,7 @@ def _record(side: Side, item: Piece | Exception, hide: Callable[[str], str]) -> 
     if item.finish_reason:
         usage = item.usage
         side.finish_reason = item.finish_reason
+        side.finished_at = time.monotonic()
         side.tokens = usage.completion_tokens if usage else side.tokens
         side.reasoning_tokens = usage.reasoning_tokens if usage else 0
         payload |= {"finish_reason": side.finish_reason, "completion_tokens": side.tokens,

@@ -1,6 +1,7 @@
-"""The page and its JSON routes: `/` (the page), `/api/models` (every model with its fit verdict), the saved
-chat sessions (the CLI's SQLite sessions: list, open, save each finished turn, rewrite after a regenerate,
-rename) and `/api/leaderboard`. Battles and votes are in battle_routes.py.
+"""The page and its JSON routes: `/` (the page), `/api/models` (every model with its fit verdict, the default
+chat model), the saved chat sessions (the CLI's SQLite sessions: list and search, open, save each message
+with its metadata, rewrite after a regenerate or an edit, rename, delete) and `/api/leaderboard`. Battles and
+votes are in battle_routes.py; downloads go through Ollama's `/api/pull` of the same server.
 
 Chat itself goes through `/v1/chat/completions` like any other client; the page saves each finished turn
 here. The database is the one `danlu chat` uses (Settings.db_path), opened once per app; the handlers are
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from danlu.errors import DanluError
@@ -49,8 +50,20 @@ async def models(request: Request) -> dict:
 
     settings = request.app.state.settings
     choices = await asyncio.to_thread(model_choices, settings.base, settings.context, settings.trust_remote_code)
-    loaded = [key.split(":")[0] for key in request.app.state.scheduler.loaded]
-    return {"models": [c.to_dict() for c in choices], "loaded": loaded, "n_ctx": settings.context}
+    scheduler = request.app.state.scheduler
+    loaded = [key.split(":")[0] for key in scheduler.loaded]
+    rows = [c.to_dict() for c in choices]
+    known = {row["id"] for row in rows}
+    rows += [_served_row(name) for name in scheduler.resolver.aliases if name not in known]
+    return {"models": rows, "loaded": loaded, "n_ctx": settings.context, "default_model": settings.base.default_model}
+
+
+def _served_row(name: str) -> dict:
+    """A model this server was started with by path (`danlu serve --model PATH --name NAME`): ready to chat."""
+    return {"id": name, "name": name, "kind": "served", "params_b": None, "variant": None, "size_bytes": None,
+            "status_code": "ready", "status": "", "verdict": "remote", "verdict_text": "服务器已加载 / served here",
+            "predicted_bytes": 0, "speed": "-", "reason": "", "runnable": True, "chat": True, "thinking": "never",
+            "context_length": None, "task": "chat"}
 
 
 # ---------------------------------------------------------------- sessions
@@ -74,9 +87,11 @@ def _session_row(store: SessionStore, info: SessionInfo) -> dict:
 
 
 @router.get("/api/sessions")
-async def list_sessions(request: Request) -> dict:
+async def list_sessions(request: Request, q: str = Query("", max_length=200)) -> dict:
+    """The newest sessions, or those whose name or messages contain `q`."""
     store = session_store(request)
-    return {"sessions": [_session_row(store, s) for s in store.list(SESSIONS_LISTED)]}
+    found = store.search(q.strip(), SESSIONS_LISTED) if q.strip() else store.list(SESSIONS_LISTED)
+    return {"sessions": [_session_row(store, s) for s in found], "query": q.strip()}
 
 
 @router.post("/api/sessions", status_code=201)
@@ -85,7 +100,7 @@ async def create_session(body: NewSession, request: Request) -> dict:
     store = session_store(request)
     session_id = store.create(body.model, body.params.given())
     for m in body.messages:
-        store.add_message(session_id, m.role, m.content)
+        store.add_message(session_id, m.role, m.content, m.meta_dict())
     return _session_row(store, _find(store, session_id))
 
 
@@ -93,26 +108,25 @@ async def create_session(body: NewSession, request: Request) -> dict:
 async def get_session(session_id: str, request: Request) -> dict:
     store = session_store(request)
     info = _find(store, session_id)
-    messages = [{"role": r, "content": c} for r, c in store.messages(info.id)]
-    return {**_session_row(store, info), "messages": messages}
+    return {**_session_row(store, info), "messages": store.entries(info.id)}
 
 
 @router.post("/api/sessions/{session_id}/messages")
 async def add_messages(session_id: str, body: SessionMessages, request: Request) -> dict:
-    """Append a finished turn (the user's message and the reply), each message committed on its own."""
+    """Append messages (the user's as it is sent, the reply when it ends), each committed on its own."""
     store = session_store(request)
     info = _find(store, session_id)
     for m in body.messages:
-        store.add_message(info.id, m.role, m.content)
+        store.add_message(info.id, m.role, m.content, m.meta_dict())
     return _session_row(store, _find(store, info.id))
 
 
 @router.put("/api/sessions/{session_id}/messages")
 async def replace_messages(session_id: str, body: SessionMessages, request: Request) -> dict:
-    """Rewrite the whole history (after a regenerate or a new system prompt), in one transaction."""
+    """Rewrite the whole history (after a regenerate, an edit or a new system prompt), in one transaction."""
     store = session_store(request)
     info = _find(store, session_id)
-    store.replace_messages(info.id, [(m.role, m.content) for m in body.messages])
+    store.replace_messages(info.id, [(m.role, m.content, m.meta_dict()) for m in body.messages])
     return _session_row(store, _find(store, info.id))
 
 
@@ -123,6 +137,14 @@ async def rename_session(session_id: str, body: SessionRename, request: Request)
     info = _find(store, session_id)
     store.name(info.id, body.name)
     return _session_row(store, _find(store, info.id))
+
+
+@router.delete("/api/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, request: Request) -> Response:
+    """Delete a session and its messages (the page waits a few seconds first, so that its undo can cancel)."""
+    store = session_store(request)
+    store.delete(_find(store, session_id).id)
+    return Response(status_code=204)
 
 
 # ---------------------------------------------------------------- leaderboard

@@ -16,9 +16,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ToolCallShown(Strict):
+    """A tool call the model made, as the page shows it in a card."""
+
+    id: str | None = Field(None, max_length=200)
+    name: str = Field(max_length=200)
+    arguments: str = Field("", max_length=MAX_TEXT)
+
+
+class MessageMeta(Strict):
+    """What the page shows beside a message, stored with it (the model never sees it)."""
+
+    model: str | None = Field(None, max_length=200)
+    tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    seconds: Annotated[float, Field(ge=0)] | None = Field(None, description="decoding time of the reply")
+    first_token_s: Annotated[float, Field(ge=0)] | None = Field(None, description="loading + reading the prompt")
+    finish_reason: str | None = Field(None, max_length=40)
+    interrupted: bool | None = Field(None, description="the connection broke mid-reply: the text is partial")
+    reasoning: str | None = Field(None, max_length=MAX_TEXT, description="the model's thinking, shown folded")
+    reasoning_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    reasoning_s: Annotated[float, Field(ge=0)] | None = None
+    tool_calls: list[ToolCallShown] | None = Field(None, max_length=64)
+
+
 class Message(Strict):
     role: Role
     content: str = Field(max_length=MAX_TEXT)
+    meta: MessageMeta | None = None
+
+    def meta_dict(self) -> dict | None:
+        return self.meta.model_dump(exclude_none=True) if self.meta else None
 
 
 class GenerationSettings(Strict):

@@ -203,6 +203,8 @@ class ChatCompletionRequest(SamplingRequest):
     think: StrictBool | None = Field(None, description="danlu extra (Ollama's name): thinking on or off")
     max_reasoning_tokens: StrictInt | None = Field(None, ge=0, description=(
         "danlu extra: most thinking tokens; then the think block is closed and the model answers"))
+    num_ctx: StrictInt | None = Field(None, ge=1, description=(
+        "danlu extra (Ollama's name): a smaller context for this request (prompt + reply), at most the server's"))
 
     def to_call(self) -> ChatCall:
         self._check()
@@ -219,7 +221,8 @@ class ChatCompletionRequest(SamplingRequest):
             thinking=self._thinking(switch), reasoning_budget=self.max_reasoning_tokens, template_kwargs=kwargs,
             passthrough=self.model_dump(include={"tools", "tool_choice", "parallel_tool_calls", "response_format",
                                                  "reasoning_effort", "chat_template_kwargs"}, exclude_none=True,
-                                        by_alias=True))
+                                        by_alias=True),
+            num_ctx=self.num_ctx)
 
     def _thinking(self, switch: Any) -> bool | None:
         if self.think is not None:

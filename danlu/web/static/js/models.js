@@ -1,4 +1,6 @@
-// The model picker: catalog models and remotes from /api/models, each with its fit verdict; runnable first.
+// The model picker: catalog models, remotes and models served by path, from /api/models. Each shows one state
+// (已下载 / 需下载 / 放不下 / 暂不支持, or 远程) and one memory figure, fit's prediction. Base models say so.
+// A fresh browser starts on the server's default chat model (Settings.default_model, as the CLI).
 import { getJSON } from "./api.js";
 import { currentLang, t } from "./i18n.js";
 
@@ -8,6 +10,12 @@ export async function loadModels(force = false) {
   if (!models || force) models = await getJSON("/api/models");
   return models;
 }
+
+export function modelList() { return models ? models.models : []; }
+
+export function defaultModel() { return models ? models.default_model : null; }
+
+export function serverContext() { return models ? models.n_ctx : null; }
 
 export function findModel(id) {
   return models && models.models.find((m) => m.id === id);
@@ -29,67 +37,108 @@ export function formatBytes(n) {
   return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${Math.round(n / 2 ** 20)} MiB`;
 }
 
-function group(model) {
-  if (model.kind === "remote") return "group.remote";
-  if (model.runnable) return "group.ready";
-  return model.status_code === "not_downloaded" && fitsHere(model) ? "group.download" : "group.other";
+export function fitsHere(model) {
+  return ["gpu", "partial", "cpu", "remote"].includes(model.verdict);
+}
+
+// One state per model: ready (downloaded, fits), download (fits once pulled), nofit, unsupported, remote.
+export function stateOf(model) {
+  if (model.kind === "remote" || model.kind === "served") return "remote";
+  if (model.verdict === "no-fit") return "nofit";
+  if (model.runnable) return "ready";
+  if (model.status_code === "not_downloaded" && fitsHere(model)) return "download";
+  return "unsupported";
+}
+
+const GROUPS = { ready: "group.ready", remote: "group.remote", download: "group.download", nofit: "group.other",
+                 unsupported: "group.other" };
+
+function optionText(model) {
+  const state = stateOf(model);
+  const memory = ["ready", "download"].includes(state) && model.predicted_bytes ? ` · ${formatBytes(model.predicted_bytes)}` : "";
+  const base = model.chat === false ? ` · ${t("model.base")}` : "";
+  return `${model.id} — ${t(`state.${state}`)}${memory}${base}`;
 }
 
 function option(model) {
   const el = document.createElement("option");
   el.value = model.id;
-  const size = model.size_bytes ? ` · ${formatBytes(model.size_bytes)}` : "";
-  el.textContent = `${model.id} — ${pickLang(model.verdict_text)}${size}`;
+  el.textContent = optionText(model);
+  el.dataset.state = stateOf(model);
   return el;
 }
 
-// Fill a <select> with optgroups; keep the current (or remembered) choice, else the first runnable model.
-export function fillSelect(select, { runnableOnly = false, fallbackIndex = 0 } = {}) {
+function chatModels() {
+  return models.models.filter((m) => !m.task || m.task === "chat");
+}
+
+// Fill a <select> with optgroups; keep the current (or remembered) choice, else the server's default chat
+// model, else the first runnable chat model (skipping `avoid`, the other side of a duel).
+export function fillSelect(select, { runnableOnly = false, avoid = null } = {}) {
   const remembered = select.value || localStorage.getItem(`danlu.pick.${select.id}`);
+  const shown = chatModels().filter((m) => !runnableOnly || m.runnable);
   select.replaceChildren();
   for (const key of ["group.ready", "group.remote", "group.download", "group.other"]) {
-    const members = models.models.filter((m) => group(m) === key && (!runnableOnly || m.runnable));
+    const members = shown.filter((m) => GROUPS[stateOf(m)] === key);
     if (!members.length) continue;
     const optgroup = document.createElement("optgroup");
     optgroup.label = t(key);
     members.forEach((m) => optgroup.append(option(m)));
     select.append(optgroup);
   }
-  const runnable = models.models.filter((m) => m.runnable);
-  const fallback = runnable[Math.min(fallbackIndex, runnable.length - 1)];
-  if (remembered && findModel(remembered)) select.value = remembered;
-  else if (fallback) select.value = fallback.id;
+  const has = (id) => id && shown.some((m) => m.id === id) && id !== avoid;
+  const firstChat = shown.find((m) => m.runnable && m.chat !== false && m.id !== avoid) || shown.find((m) => m.id !== avoid);
+  if (has(remembered)) select.value = remembered;
+  else if (has(models.default_model) && !runnableOnly) select.value = models.default_model;
+  else if (firstChat) select.value = firstChat.id;
 }
 
 export function rememberPick(select) {
   localStorage.setItem(`danlu.pick.${select.id}`, select.value);
 }
 
-export function fitsHere(model) {
-  return ["gpu", "partial", "cpu", "remote"].includes(model.verdict);
+// The largest context a request to `model` may ask for: the model's own, at most the server's (fit's figure).
+export function contextLimit(model) {
+  const server = serverContext() || 4096;
+  return model && model.context_length ? Math.min(model.context_length, server) : server;
 }
 
-// Why a model can or cannot run: ready; does not fit (fit's reason); not downloaded (the pull command); other.
-export function statusText(model) {
-  if (model.status_code === "ready" && fitsHere(model)) return t("info.ready");
-  if (!fitsHere(model)) return pickLang(model.reason) || pickLang(model.status);
-  if (model.status_code === "not_downloaded") return `${t("info.pull")}danlu pull ${model.id}`;
-  return pickLang(model.status);
-}
-
-// One line under the picker: verdict, predicted memory, speed, and how to get it when it is not downloaded.
+// The line under the picker: state badge, predicted memory, how it runs, speed; why not, when it cannot run.
 export function describeModel(container, id) {
   const model = findModel(id);
   container.replaceChildren();
   if (!model) return;
+  const state = stateOf(model);
   const badge = document.createElement("span");
-  badge.className = `badge verdict-${model.verdict}`;
-  badge.textContent = pickLang(model.verdict_text) || model.verdict;
+  badge.className = `badge state-${state}`;
+  badge.textContent = t(`state.${state}`);
+  container.append(badge);
+  if (model.chat === false) {
+    const base = document.createElement("span");
+    base.className = "badge base-model";
+    base.textContent = t("model.base");
+    container.append(" ", base);
+  }
   const facts = document.createElement("span");
-  const loaded = models.loaded.includes(model.id) ? ` · ${t("info.loaded")}` : "";
-  const memory = model.predicted_bytes ? `${t("info.memory")} ${formatBytes(model.predicted_bytes)} · ` : "";
-  facts.textContent = ` ${memory}${t("info.speed")} ${t(`speed.${model.speed}`)}${loaded} · ${statusText(model)}`;
-  container.append(badge, facts);
+  facts.className = "facts";
+  facts.textContent = ` ${factsText(model, state)}`;
+  container.append(facts);
   container.title = pickLang(model.reason);
   container.classList.toggle("blocked", !model.runnable);
+}
+
+function factsText(model, state) {
+  const loaded = models.loaded.includes(model.id) ? ` · ${t("info.loaded")}` : "";
+  if (state === "nofit" || state === "unsupported") return pickLang(model.reason) || pickLang(model.status);
+  if (state === "remote") return `${pickLang(model.verdict_text)}${loaded}`;
+  const memory = model.predicted_bytes ? `${t("info.memory")} ${formatBytes(model.predicted_bytes)} · ` : "";
+  return `${memory}${pickLang(model.verdict_text)} · ${t("info.speed")} ${t(`speed.${model.speed}`)}${loaded}`;
+}
+
+// Why a model cannot run now, for an error message.
+export function statusText(model) {
+  const state = stateOf(model);
+  if (state === "download") return t("info.needsDownload");
+  if (state === "ready" || state === "remote") return t("state.ready");
+  return pickLang(model.reason) || pickLang(model.status);
 }
