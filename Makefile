@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEFAULT_MODEL := qwen2.5-coder-1.5b-instruct
 TEST_MODEL    := gemma-3-270m
+DRAFT_MODEL   := qwen2.5-coder-0.5b-instruct
 
 .PHONY: setup run test test-fast models browser bench clean
 
@@ -19,10 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
+# The third model (491 MB) is the 1.5B's draft for speculative decoding and the arena's third real model.
 # The last line fetches llama.cpp's GGUF converter (from the llama-cpp-python sdist, once) for `danlu export`.
 models: setup
 	$(BIN)/danlu pull $(TEST_MODEL)
 	$(BIN)/danlu pull $(DEFAULT_MODEL)
+	$(BIN)/danlu pull $(DRAFT_MODEL)
 	$(BIN)/python -m danlu.finetune.export
 
 run: setup
