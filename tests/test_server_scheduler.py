@@ -136,6 +136,57 @@ def test_a_failing_decode_step_ends_its_requests_with_an_error_and_the_engine_go
         engine.close()
 
 
+def collect(engine, ids, params) -> list:
+    """Submit and wait for the request's last event."""
+    events: list = []
+    engine.submit(ids, params, events.append)
+    deadline = time.monotonic() + 60
+    while not (events and (events[-1].error or events[-1].chunk.finish_reason)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return events
+
+
+def test_one_requests_failure_ends_that_request_only(gemma_path, monkeypatch):
+    """A request whose sampler fails mid-reply, and one whose start fails after it left the queue, each get
+    their own error; the requests decoding beside them finish normally."""
+    from danlu.backends import llamacpp_batched
+    from danlu.backends.requests import EngineFault
+
+    engine = llamacpp_batched.load(None, None, LoadPlan(gemma_path, n_ctx=256, n_threads=1, extra={"parallel": 3}))
+    ids = engine.tokenize("<bos>1, 2, 3,", special=True)
+    real_sample, real_make = llamacpp_batched.sample, llamacpp_batched.make_sampler
+
+    def sample(sampler, ctx, index):
+        if getattr(sampler, "doomed", False):
+            raise RuntimeError("a broken sampler")
+        return real_sample(sampler, ctx, index)
+
+    def make_sampler(params, options, n_vocab):
+        if params.seed == 14:
+            raise RuntimeError("cannot start")
+        chain = real_make(params, options, n_vocab)
+        chain.doomed = params.seed == 13
+        return chain
+
+    monkeypatch.setattr(llamacpp_batched, "sample", sample)
+    monkeypatch.setattr(llamacpp_batched, "make_sampler", make_sampler)
+    results: dict[int, list] = {}
+    try:
+        threads = [threading.Thread(target=lambda s=seed: results.__setitem__(s, collect(
+            engine, ids, GenerationParams(max_tokens=8, temperature=0.5, seed=s)))) for seed in (12, 13, 14)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert isinstance(results[13][-1].error, EngineFault) and "broken sampler" in str(results[13][-1].error)
+        assert isinstance(results[14][-1].error, EngineFault) and "cannot start" in str(results[14][-1].error)
+        assert results[12][-1].chunk.finish_reason == "length" and results[12][-1].chunk.timings.completion_tokens == 8
+        after = collect(engine, ids, GenerationParams(max_tokens=4, temperature=0, seed=1))
+        assert after[-1].chunk.finish_reason == "length"  # the engine goes on
+    finally:
+        engine.close()
+
+
 def first_token(engine, ids: list[int]) -> tuple[dict[str, float], int]:
     """The top-5 log-probabilities of the first new token, and how many prompt tokens came from the cache."""
     from danlu.backends.requests import SubmitOptions

@@ -14,6 +14,7 @@ What it doesn't: logits for evaluation, save/restore of state, LoRA (use backend
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
@@ -41,6 +42,8 @@ from danlu.streaming import TextStream
 from .base import Capabilities, Chunk, GenerationParams, LoadPlan
 from .llamacpp import _check_gguf_magic, control_token_texts
 from .llamacpp_grammar import ConstrainedSampler, grammar_complete, has_penalties, llama_guides, sample
+
+log = logging.getLogger(__name__)
 
 PARALLEL = 4  # sequences decoded together
 N_BATCH = 512  # most tokens in one llama_decode
@@ -238,25 +241,32 @@ class BatchedLlamaEngine:
             pass
 
     def _round(self) -> bool:
-        """One scheduling round and one decode step; False once the engine is closed."""
+        """One scheduling round and one decode step; False once the engine is closed. A failure that belongs to
+        one request (its sampler, its grammar, its text) ends that request only (`_guarded`); one in the shared
+        decode ends the requests in that batch, and the waiting ones still get their turn."""
+        with self._cond:
+            while not self._closed and not self._pending and not self._active:
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._admit()
+        self._drop_cancelled()
         try:
-            with self._cond:
-                while not self._closed and not self._pending and not self._active:
-                    self._cond.wait()
-                if self._closed:
-                    return False
-                self._admit()
-            self._drop_cancelled()
             self._step()
         except Exception as exc:  # noqa: BLE001 — a bug must end the requests, never hang them
-            fault = EngineFault(f"解码失败 / decoding failed: {exc!r}")
-            with self._cond:
-                waiting, self._pending = self._pending, []
-            for request in waiting:
-                request.sink(Event(error=fault))
-            self._drop([r for r in self._active if r.slot is not None], fault)
-            self._active.clear()
+            log.exception("batched decode failed")
+            self._drop(list(self._active), EngineFault(f"解码失败 / decoding failed: {type(exc).__name__}: {exc}"))
         return True
+
+    def _guarded(self, request: Request, work: Callable[[], None]) -> bool:
+        """Run one request's own work; a failure ends that request with an EngineFault, not the others."""
+        try:
+            work()
+            return True
+        except Exception as exc:  # noqa: BLE001 — one request's bug must not end its neighbours
+            log.exception("request failed in the batched engine")
+            self._drop([request], EngineFault(f"生成失败 / generation failed: {type(exc).__name__}: {exc}"))
+            return False
 
     def _admit(self) -> None:
         """Move waiting requests to slots, first come first served, while lanes and KV cells allow."""
@@ -266,7 +276,13 @@ class BatchedLlamaEngine:
         while self._pending and len(self._active) < self.parallel:
             request = self._pending[0]
             reserved = sum(len(r.prompt) + r.budget - len(r.slot.tokens) for r in self._active)
-            placed = self.slots.place(request.prompt, len(request.prompt) + request.budget, reserved)
+            try:
+                placed = self.slots.place(request.prompt, len(request.prompt) + request.budget, reserved)
+            except Exception as exc:  # noqa: BLE001 — answered with its own error; the queue goes on
+                log.exception("placing a request failed")
+                self._pending.pop(0)
+                self._finish(request, None, EngineFault(f"排队失败 / admission failed: {type(exc).__name__}: {exc}"))
+                continue
             if placed is None and self._active:
                 return  # not enough KV cells until an active request ends
             self._pending.pop(0)
@@ -275,8 +291,8 @@ class BatchedLlamaEngine:
                                                        "cache: lower max_tokens or shorten the prompt"))
                 continue
             request.slot, request.cached = placed
-            self._start(request)
             self._active.append(request)
+            self._guarded(request, lambda: self._start(request))  # a start that fails is answered, not lost
 
     def _start(self, request: Request) -> None:
         request.sampler = make_sampler(request.params, request.options, self.n_vocab)
@@ -304,7 +320,7 @@ class BatchedLlamaEngine:
             self._s_per_token = 0.7 * self._s_per_token + 0.3 * per_token
         self._commit()
         for request, index in outputs:
-            self._sample(request, index)
+            self._guarded(request, lambda: self._sample(request, index))
 
     def _fill_batch(self) -> tuple[list[tuple[Request, int]], int]:
         """Decoding requests add their last token; prefilling ones a chunk of prompt within the step budget."""
@@ -418,9 +434,12 @@ class BatchedLlamaEngine:
     def _drop(self, requests: list[Request], error: DanluError) -> None:
         """End requests with an error; their slots are cleared, as a failed decode may have left them partial."""
         for request in requests:
+            if request not in self._active:
+                continue  # already finished (its error, or its reply, went out)
             self._finish(request, None, error)
-            self._forget(request.slot.seq_id)
-            request.slot.tokens.clear()
+            if request.slot is not None:
+                self._forget(request.slot.seq_id)
+                request.slot.tokens.clear()
 
     # --- KV cache operations the slot table asks for ----------------------------------------
     def _forget(self, seq_id: int, keep: int = 0) -> bool:
