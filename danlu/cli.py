@@ -167,17 +167,25 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
             lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
             quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt,
-            force: bool = ForceOpt, think: Optional[bool] = ThinkOpt) -> None:
+            force: bool = ForceOpt, think: Optional[bool] = ThinkOpt,
+            output_format: Optional[str] = typer.Option(None, "--format", help="json：输出必为 JSON / json: the answer is JSON"),
+            schema: Optional[str] = typer.Option(None, "--schema", help="输出必须符合这个 JSON schema 文件 / the answer "
+                                                 "matches this JSON schema file")) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
-    from danlu.oneshot import run_once
+    from danlu.oneshot import check_output, output_constraint, run_once
     from danlu.reply_view import ReplyView
 
     text = prompt if prompt is not None else sys.stdin.read()
+    constraint = output_constraint(output_format, schema)  # a bad schema fails before the model loads
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
+    if constraint is not None and loaded.fmt.reasoning and think is not False:
+        constraint = constraint.starting_after("</think>")  # a thinking model thinks freely, then answers in JSON
     view = None if as_json else ReplyView(err, loaded.fmt.reasoning, think)  # thinking to stderr, answer to stdout
     result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
-                      on_text=view.feed if view else None, thinking=think)
+                      on_text=view.feed if view else None, thinking=think, constraint=constraint)
+    if constraint is not None:
+        check_output(result["text"], constraint)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:

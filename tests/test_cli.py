@@ -109,3 +109,29 @@ def test_chat_session_survives_and_loads_by_name(home_with_models, gemma_path):
     assert "你是一个助手" in again.stdout and "你好" in again.stdout
     listed = danlu("sessions").stdout
     assert "第一次" in listed
+
+
+@pytest.mark.weights
+def test_run_format_json_and_schema_hold_the_answer(home_with_models, qwen_path, tmp_path):
+    answer = danlu("run", "qwen2.5-coder-1.5b-instruct", "用 JSON 描述杭州（城市名和省份）", "--format", "json", "--json",
+                   "--max-tokens", "120", "--temperature", "0")
+    assert answer.returncode == 0, answer.stderr
+    assert isinstance(json.loads(json.loads(answer.stdout)["text"]), dict)
+    schema = tmp_path / "city.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"城市": {"type": "string", "maxLength": 8},
+                                                                   "省份": {"type": "string", "maxLength": 8}},
+                                  "required": ["城市", "省份"], "additionalProperties": False}), encoding="utf-8")
+    held = danlu("run", "qwen2.5-coder-1.5b-instruct", "杭州在哪个省？", "--schema", str(schema), "--max-tokens", "80",
+                 "--temperature", "0")
+    assert held.returncode == 0, held.stderr
+    value = json.loads(held.stdout)
+    assert set(value) == {"城市", "省份"} and "浙江" in value["省份"]
+
+
+def test_run_refuses_a_schema_it_cannot_enforce_before_loading(tmp_path):
+    schema = tmp_path / "bad.json"
+    schema.write_text(json.dumps({"type": "object", "not": {"required": ["x"]}}), encoding="utf-8")
+    out = danlu("run", "gemma-3-270m", "x", "--schema", str(schema))
+    assert out.returncode == 1 and "not" in out.stderr and "Traceback" not in out.stderr
+    out = danlu("run", "gemma-3-270m", "x", "--format", "yaml")
+    assert out.returncode == 1 and "--format" in out.stderr
