@@ -52,6 +52,7 @@ class Options(BaseModel):
     repeat_penalty: float | None = Field(None, gt=0, le=10)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    ignore_eos: bool = Field(False, description="danlu extra (vLLM's name): generate num_predict tokens, for benchmarks")
 
     @field_validator("stop")
     @classmethod
@@ -159,7 +160,8 @@ class ChatRequest(Generative):
             sampling=self.options.sampling(), max_tokens=self.options.max_tokens(), stop=self.options.stop or [],
             tools=self.tools or None, response_format=response_format(self.format),
             thinking=thinking_switch(self.think), num_ctx=self.options.num_ctx,
-            keep_alive_s=keep_alive_seconds(self.keep_alive), passthrough=remote_fields(self.tools, self.format))
+            keep_alive_s=keep_alive_seconds(self.keep_alive), passthrough=remote_fields(self.tools, self.format),
+            ignore_eos=self.options.ignore_eos)
 
 
 class GenerateRequest(Generative):
