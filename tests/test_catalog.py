@@ -47,6 +47,12 @@ EXPECTED_IDS = {
     "wizard-vicuna-13b-uncensored",
     "qwen2.5-0.5b-instruct",
     "qwen2.5-1.5b-instruct",
+    # embedding and rerank models for retrieval (issue 15)
+    "bge-small-zh-v1.5",
+    "bge-large-zh-v1.5",
+    "bge-m3",
+    "qwen3-embedding-0.6b",
+    "bge-reranker-v2-m3",
 }
 
 PROMPT_FORMATS = {

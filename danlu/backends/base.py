@@ -23,6 +23,8 @@ class Capabilities:
     lora: bool = False
     gpu: bool = False
     streaming: bool = True
+    embeddings: bool = False  # `embed(texts)` returns vectors
+    rerank: bool = False  # `rerank(query, documents)` returns relevance scores
 
 
 @dataclass
@@ -62,6 +64,28 @@ class Chunk:
     token_ids: list[int]
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" | None while streaming
     timings: Timings | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """Vectors for a list of texts, in order, with the tokens each text took (special tokens included).
+    `vectors` is a float32 numpy array of shape (texts, dimensions); `as_lists()` gives JSON-ready lists."""
+
+    vectors: Any
+    token_counts: list[int]
+    normalized: bool = False  # L2-normalised: cosine similarity is the dot product
+    truncated: list[bool] = field(default_factory=list)  # which texts were cut to the model's length
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.vectors.shape[1]) if len(self.vectors) else 0
+
+    def as_lists(self) -> list[list[float]]:
+        return self.vectors.tolist()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
 
 
 @dataclass(frozen=True)

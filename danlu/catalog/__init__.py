@@ -9,7 +9,7 @@ from importlib import resources
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
 
-__all__ = ["ModelSpec", "Variant", "all_models", "get", "UnknownModel"]
+__all__ = ["ModelSpec", "Variant", "all_models", "get", "UnknownModel", "NotAChatModel", "kind_of", "require_chat"]
 
 
 class UnknownModel(DanluError):
@@ -42,3 +42,6 @@ def get(model_id: str) -> ModelSpec:
     close = [s.id for s in all_models() if model_id.lower() in s.id or s.id in model_id.lower()]
     hint = f"；相近的有 / did you mean: {', '.join(close)}" if close else "；用 `danlu models` 查看全部 / see `danlu models`"
     raise UnknownModel(f"目录里没有模型 {model_id!r} / unknown model {model_id!r}{hint}")
+
+
+from danlu.catalog.kinds import NotAChatModel, kind_of, require_chat  # noqa: E402  (kinds looks models up here)

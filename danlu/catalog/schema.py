@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Backend = Literal["llamacpp", "transformers", "rwkv", "remote"]
 WeightFormat = Literal["gguf", "safetensors", "pytorch", "rwkv-pth", "gptq", "lora"]
 SourceKind = Literal["hf", "modelscope", "pypi"]
+ModelKind = Literal["chat", "embedding", "rerank"]
+Pooling = Literal["mean", "cls", "last", "rank"]
 
 
 class Strict(BaseModel):
@@ -97,6 +99,16 @@ class Architecture(Strict):
     sliding_window: int | None = None
 
 
+class EmbeddingFacts(Strict):
+    """How an embedding or rerank model turns text into vectors (or scores): from its model card."""
+
+    pooling: Pooling = Field(description="mean / cls / last token; rank for a cross-encoder's score head")
+    dimensions: int = Field(description="length of one vector (1 for a reranker's score)")
+    max_tokens: int = Field(description="longest input, special tokens included")
+    normalized: bool = Field(True, description="vectors are meant to be L2-normalised (cosine = dot product)")
+    query_prefix: str = Field("", description="text put before a search query (not before documents)")
+
+
 class ModelSpec(Strict):
     """One catalog entry."""
 
@@ -117,6 +129,8 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
     remote_code_transformers: str | None = Field(None, description="transformers version the remote code was written for")
     chat: bool = Field(True, description="instruction/chat tuned; False for base models")
+    kind: ModelKind = Field("chat", description="chat (generates text), embedding (vectors) or rerank (scores)")
+    embedding: EmbeddingFacts | None = Field(None, description="pooling, dimensions, length: embedding/rerank models")
     shape: Architecture = Field(default_factory=Architecture)
     variants: list[Variant]
     default_variant: str
@@ -131,6 +145,8 @@ class ModelSpec(Strict):
         names = [v.name for v in self.variants]
         if self.default_variant not in names:
             raise ValueError(f"default_variant {self.default_variant!r} not in {names}")
+        if (self.kind != "chat") != (self.embedding is not None):
+            raise ValueError("an embedding or rerank model has an [embedding] table, and only such a model")
         return self
 
     def variant(self, name: str | None = None) -> Variant:

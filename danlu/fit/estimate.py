@@ -168,7 +168,7 @@ def llamacpp_estimate(shape: Shape, weights: Weights, n_ctx: int, gpu_layers: in
     n = shape.n_layers
     k = max(0, min(gpu_layers, n))
     on_gpu = [il >= n - k for il in range(n)]
-    kv = llamacpp_kv_bytes(shape, n_ctx, opts)
+    kv = (0,) * n if shape.encoder else llamacpp_kv_bytes(shape, n_ctx, opts)
     output = weights.output or (weights.embedding if weights.tied_output else 0)
     gpu = _llamacpp_gpu_part(shape, weights, kv, on_gpu, output, n_ctx, opts) if k else Breakdown()
     host = _llamacpp_host_part(shape, weights, kv, on_gpu, n_ctx, opts)
