@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import llama_cpp
 import numpy as np
 from llama_cpp import _internals, _logger
+from llama_cpp._utils import suppress_stdout_stderr
 
 from danlu.catalog.kinds import POOLING_TYPES, NotAChatModel, gguf_kind
 from danlu.catalog.schema import ModelSpec, Variant
@@ -29,6 +30,11 @@ from .base import Capabilities, EmbeddingResult, LoadPlan
 from .llamacpp import _check_gguf_magic
 
 MAX_SEQUENCES = 64  # texts in one decode (llama.cpp allows up to llama_max_parallel_sequences())
+#: Tokens packed into one decode when the texts are short. Packed sequences share one micro-batch, and an
+#: encoder's attention is computed over the whole micro-batch (masked per sequence), so its cost and its
+#: score buffer grow with the square of the packed tokens: 4096 packed tokens of bge-m3 hold a 1 GiB
+#: score matrix where 512 hold 16 MiB. A text longer than this still goes whole into its own decode.
+PACK_TOKENS = 512
 RANK = POOLING_TYPES["rank"]
 POOLING_NAMES = {v: k for k, v in POOLING_TYPES.items()}
 Progress = Callable[[int, int], None]  # (texts done, texts in all)
@@ -36,7 +42,8 @@ Progress = Callable[[int, int], None]  # (texts done, texts in all)
 
 def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "EmbeddingEngine":
     """Open a GGUF for embeddings (or, for a reranker, scores); `plan.extra` may set `pooling` (mean, cls,
-    last, rank), `rerank=True`, and `max_tokens` (at most the context the model was trained on)."""
+    last, rank), `rerank=True`, `max_tokens` (at most the context the model was trained on) and
+    `pack_tokens` (how many tokens of short texts one decode takes)."""
     _check_gguf_magic(plan.path)
     _logger.set_verbose(False)
     try:
@@ -45,13 +52,17 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Em
         raise DanluError(f"llama.cpp 无法加载 {plan.path} / llama.cpp could not load {plan.path}: {exc}") from exc
     try:
         pooling, max_tokens = choose_pooling(model, spec, plan), _max_tokens(model, spec, plan)
-        ctx = _internals.LlamaContext(model=model, params=_context_params(plan, pooling, max_tokens), verbose=False)
+        # llama-cpp-python 0.3.36 maps ggml's log levels one off (WARN passes as ERROR), so context warnings
+        # (a pooling override, a context padded past a tiny model's training length) would reach the terminal
+        with suppress_stdout_stderr(disable=False):
+            ctx = _internals.LlamaContext(model=model, params=_context_params(plan, pooling, max_tokens), verbose=False)
     except (DanluError, ValueError) as exc:
         model.close()
         if isinstance(exc, DanluError):
             raise
         raise DanluError(f"llama.cpp 无法创建嵌入上下文 / could not create an embedding context: {exc}") from exc
-    return EmbeddingEngine(model, ctx, spec, max_tokens=max_tokens)
+    return EmbeddingEngine(model, ctx, spec, max_tokens=max_tokens,
+                           pack_tokens=int(plan.extra.get("pack_tokens", PACK_TOKENS)))
 
 
 def choose_pooling(model: _internals.LlamaModel, spec: ModelSpec | None, plan: LoadPlan) -> int:
@@ -114,8 +125,8 @@ class EmbeddingEngine:
     """A GGUF model loaded for vectors (`embed`) or, with rank pooling, for scores (`rerank`)."""
 
     def __init__(self, model: _internals.LlamaModel, ctx: _internals.LlamaContext, spec: ModelSpec | None, *,
-                 max_tokens: int):
-        self.spec, self.max_tokens, self.n_ctx = spec, max_tokens, max_tokens
+                 max_tokens: int, pack_tokens: int = PACK_TOKENS):
+        self.spec, self.max_tokens, self.n_ctx, self.pack_tokens = spec, max_tokens, max_tokens, pack_tokens
         self._model, self._ctx, self._vocab = model, ctx, model.vocab
         self._mem = llama_cpp.llama_get_memory(ctx.ctx)  # None for encoders: they keep no cache
         self._batch = _internals.LlamaBatch(n_tokens=max_tokens, embd=0, n_seq_max=1, verbose=False)
@@ -266,7 +277,9 @@ class EmbeddingEngine:
         out = np.zeros((len(ids), width), dtype=np.float32)
         with self._lock:
             done = 0
-            for group in pack(list(map(len, ids)), self.max_tokens, self._max_seqs):
+            lengths = list(map(len, ids))
+            budget = min(self.max_tokens, max(self.pack_tokens, max(lengths)))  # never over n_ubatch: llama.cpp aborts
+            for group in pack(lengths, budget, self._max_seqs):
                 out[group] = self._decode([ids[i] for i in group], width)
                 done += len(group)
                 if on_progress:
