@@ -46,7 +46,9 @@ def embed_command(
     force: bool = typer.Option(False, "--force", help="放不下也加载 / load even when fit says it will not fit"),
 ) -> None:
     """文本的向量（嵌入模型，或任何 GGUF 的嵌入模式）/ vectors for texts (an embedding model, or any GGUF)."""
-    items = list(texts) if texts else read_lines(sys.stdin)
+    from danlu.backends.llamacpp_embed import checked_texts  # llama_cpp loads only when the command runs
+
+    items = checked_texts(list(texts) if texts else read_lines(sys.stdin))  # before the (slow) load
     extra = {k: v for k, v in {"pooling": pooling, "force": force or None}.items() if v is not None}
     loaded = views.load_with_status(err, model, n_ctx=ctx, embedding=True, **extra)
     engine = loaded.engine
@@ -105,4 +107,4 @@ def print_compact(result: EmbeddingResult, label: str, pooling: str, digits: int
     norm = t("已归一化", "normalised") if result.normalized else t("未归一化", "not normalised")
     err.print(t(f"{label}：{len(result.vectors)} 条，{result.dimensions} 维，{pooling} 池化，{norm}，共 {result.prompt_tokens} token",
                 f"{label}: {len(result.vectors)} texts, {result.dimensions} dims, {pooling} pooling, {norm}, "
-                f"{result.prompt_tokens} tokens"), highlight=False)
+                f"{result.prompt_tokens} tokens"), highlight=False, soft_wrap=True)

@@ -111,7 +111,8 @@ def _context_params(plan: LoadPlan, pooling: int, max_tokens: int):
     # one text must fit in one micro-batch; a decoder's KV cache holds one batch of texts, shared by all
     # sequences (unified: per-sequence streams would split the cells and cap each text at cells/sequences)
     params.n_ctx = params.n_batch = params.n_ubatch = max_tokens
-    params.n_seq_max = min(MAX_SEQUENCES, llama_cpp.llama_max_parallel_sequences())
+    # llama.cpp reserves an output row per sequence and asserts (aborts) when that exceeds n_batch
+    params.n_seq_max = min(MAX_SEQUENCES, llama_cpp.llama_max_parallel_sequences(), max_tokens)
     params.kv_unified = True
     params.embeddings = True
     params.pooling_type = pooling
@@ -151,7 +152,7 @@ class EmbeddingEngine:
         if not self.capabilities.embeddings:
             raise DanluError("重排模型只给相关性分数，不给向量：用 rerank() / a rerank model gives relevance scores, "
                              "not vectors: use rerank()")
-        ids, cut = self._encode_all(_checked_texts(texts), truncate)
+        ids, cut = self._encode_all(checked_texts(texts), truncate)
         vectors = self._run(ids, on_progress)
         vectors = _first_dims(vectors, dimensions)
         norm = self.normalize_default if normalize is None else normalize
@@ -173,7 +174,7 @@ class EmbeddingEngine:
                              "load bge-reranker-v2-m3, or pass rerank=True for a GGUF that has one")
         if not isinstance(query, str) or not query.strip():
             raise DanluError("查询为空 / the query is empty")
-        docs = _checked_texts(documents, what="文档 / document")
+        docs = checked_texts(documents, what="文档 / document")
         ids = [self._pair(query, d, truncate, i) for i, d in enumerate(docs)]
         return [float(row[0]) for row in self._run(ids, on_progress)]
 
@@ -329,7 +330,7 @@ def _first_dims(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
     return np.ascontiguousarray(vectors[:, :dimensions])
 
 
-def _checked_texts(texts: Sequence[str], what: str = "文本 / text") -> list[str]:
+def checked_texts(texts: Sequence[str], what: str = "文本 / text") -> list[str]:
     zh, _, en = what.partition(" / ")
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
         raise DanluError(f"没有{zh} / no {en}s given: pass a non-empty list of strings")
