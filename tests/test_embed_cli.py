@@ -71,11 +71,13 @@ def test_bad_embed_input_is_one_line_and_exit_1(bert_gguf, args, stdin, message)
     assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_embed_refuses_what_it_cannot_embed(tmp_path):
+def test_embed_refuses_what_it_cannot_embed(bert_gguf):
     not_pulled = danlu("embed", "bge-small-zh-v1.5", "x")
     assert not_pulled.returncode == 1 and "danlu pull bge-small-zh-v1.5" in not_pulled.stderr
     no_text = danlu("embed", "bge-small-zh-v1.5")
     assert no_text.returncode == 1 and "no texts" in no_text.stderr
+    not_gguf = danlu("embed", str(bert_gguf.parent / "hf"), "x")  # the transformers folder it was converted from
+    assert not_gguf.returncode == 1 and "run on GGUF models" in not_gguf.stderr
 
 
 def test_chat_and_run_refuse_an_embedding_model_before_loading(bert_gguf):
@@ -151,3 +153,13 @@ def test_fit_ranks_embedding_models_after_the_chat_models_that_fit_and_suggests_
     with pytest.raises(DoesNotFit) as refused:
         check_fits(catalog.get("qwen-14b-chat"), None, machine(ram_gb=4), 4096)
     assert refused.value.alternatives and all(a.kind == "chat" for a in refused.value.alternatives)
+
+
+def test_fit_counts_a_decoders_logits_for_every_token_it_embeds():
+    """llama.cpp runs a decoder's LM head over every token in embedding mode: Qwen3-Embedding's 151,669-row
+    head writes a row of logits per token (output buffer and graph tensor); an encoder has no head."""
+    results = {(r.model_id, r.variant): r for r in fit_catalog(machine(), 4096)}
+    qwen3, m3 = results[("qwen3-embedding-0.6b", "q8_0")].estimate.host, results[("bge-m3", "q8_0")].estimate.host
+    logits = 151669 * 4 * 4096
+    assert qwen3.overhead > logits and qwen3.compute > logits and qwen3.kv_cache > 0
+    assert m3.overhead < logits / 10

@@ -165,12 +165,14 @@ def test_dimensions_keep_the_first_values_renormalised(bert):
         bert.embed(TEXTS[:1], dimensions=33)
 
 
-def test_an_embedding_engine_does_not_chat_or_rerank(bert):
+def test_an_embedding_engine_does_not_chat_or_rerank(bert, bert_gguf):
     with pytest.raises(NotAChatModel):
         bert.generate([1, 2], None)
     with pytest.raises(DanluError, match="not a rerank model"):
         bert.rerank("q", ["d"])
     assert bert.capabilities.embeddings and not bert.capabilities.rerank and not bert.capabilities.logits
+    with pytest.raises(DanluError, match="no classification head"):
+        engine_for(bert_gguf, rerank=True)
 
 
 def test_the_loader_picks_embedding_mode_for_an_encoder_gguf_and_refuses_to_chat(bert_gguf):

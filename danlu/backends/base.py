@@ -132,6 +132,29 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class Embedder(Protocol):
+    """An engine for vectors or relevance scores (backends/llamacpp_embed.py); it has `capabilities.embeddings`
+    or `capabilities.rerank`, and its chat calls (generate, logits, state) raise. Inputs longer than
+    `max_tokens` are refused unless `truncate`; `on_progress(done, total)` counts texts."""
+
+    spec: ModelSpec | None
+    capabilities: Capabilities
+    max_tokens: int
+    dimensions: int
+    pooling: str  # mean | cls | last | rank
+    query_prefix: str  # what the catalog says a search query starts with ("" if nothing)
+
+    def embed(self, texts: Sequence[str], *, normalize: bool | None = None, truncate: bool = False,
+              dimensions: int | None = None, on_progress: Any = None) -> EmbeddingResult: ...
+
+    def rerank(self, query: str, documents: Sequence[str], *, truncate: bool = False,
+               on_progress: Any = None) -> list[float]: ...
+
+    def as_queries(self, texts: Sequence[str]) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
 def complete(engine: Engine, ids: Sequence[int], params: GenerationParams) -> tuple[str, Chunk]:
     """The non-streaming call: the whole text and the final chunk (finish reason, timings)."""
     parts: list[str] = []

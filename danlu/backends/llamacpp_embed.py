@@ -56,10 +56,11 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Em
         # (a pooling override, a context padded past a tiny model's training length) would reach the terminal
         with suppress_stdout_stderr(disable=False):
             ctx = _internals.LlamaContext(model=model, params=_context_params(plan, pooling, max_tokens), verbose=False)
-    except (DanluError, ValueError) as exc:
+    except DanluError:
         model.close()
-        if isinstance(exc, DanluError):
-            raise
+        raise
+    except ValueError as exc:
+        model.close()
         raise DanluError(f"llama.cpp 无法创建嵌入上下文 / could not create an embedding context: {exc}") from exc
     return EmbeddingEngine(model, ctx, spec, max_tokens=max_tokens,
                            pack_tokens=int(plan.extra.get("pack_tokens", PACK_TOKENS)))
@@ -70,15 +71,23 @@ def choose_pooling(model: _internals.LlamaModel, spec: ModelSpec | None, plan: L
 
     Mean is the fallback for a chat (decoder) GGUF that declares none: its last token's state is shaped
     to predict the next token, not to sum up the text, so the average over all positions is the usual
-    choice for a decoder that was not trained for embeddings (tests/test_embed_weights.py compares the two)."""
+    choice for a decoder that was not trained for embeddings (bench/embed_speed.py measures both)."""
+    pooling = _pooling(model, spec, plan)
+    if pooling == RANK and gguf_kind(plan.path) != "rerank":
+        raise DanluError(f"{plan.path.name} 没有分类头，不能重排 / {plan.path.name} has no classification head to rerank "
+                         "with: use a reranker such as bge-reranker-v2-m3")
+    return pooling
+
+
+def _pooling(model: _internals.LlamaModel, spec: ModelSpec | None, plan: LoadPlan) -> int:
     named = plan.extra.get("pooling")
     if named:
         if named not in POOLING_TYPES or named == "none":
             raise DanluError(f"未知的池化方式 {named!r} / unknown pooling {named!r}: use mean, cls, last or rank")
         return POOLING_TYPES[named]
-    declared = int(model.metadata().get(f"{_architecture(model)}.pooling_type", -1))
     if plan.extra.get("rerank") or (spec and spec.kind == "rerank") or (spec is None and gguf_kind(plan.path) == "rerank"):
         return RANK
+    declared = int(model.metadata().get(f"{_architecture(model)}.pooling_type", -1))
     if declared > 0:
         return declared
     if spec and spec.embedding:

@@ -120,7 +120,7 @@ def plan_model(spec: ModelSpec, variant: Variant, hw: Hardware, n_ctx: int, path
                            "在远程服务器上运行，不占本机内存 / runs on a remote server: no local memory")
     elif backend == "llamacpp":
         if spec.kind != "chat":  # embedding mode: one micro-batch holds a whole batch of texts, no generation
-            llama = replace(llama, n_ubatch=n_ctx)
+            llama = replace(llama, n_ubatch=n_ctx, embedding=True)
         result = _plan_llamacpp(spec, variant, hw, budget, n_ctx, path, llama)
     elif backend == "rwkv":
         result = _plan_rwkv(spec, variant, budget, n_ctx)
