@@ -159,17 +159,17 @@ class EmbeddingEngine:
               dimensions: int | None = None, on_progress: Progress | None = None) -> EmbeddingResult:
         """One vector per text, in order. `normalize` defaults to what the model's vectors are meant to be
         (L2 for bge and Qwen3-Embedding); `dimensions` keeps the first N values (Matryoshka models) and
-        normalises again; a text over `max_tokens` is an error unless `truncate`."""
+        normalises again unless told not to; a text over `max_tokens` is an error unless `truncate`."""
         if not self.capabilities.embeddings:
             raise DanluError("重排模型只给相关性分数，不给向量：用 rerank() / a rerank model gives relevance scores, "
                              "not vectors: use rerank()")
         ids, cut = self._encode_all(checked_texts(texts), truncate)
         vectors = self._run(ids, on_progress)
         vectors = _first_dims(vectors, dimensions)
-        norm = self.normalize_default if normalize is None else normalize
-        if norm or dimensions:
+        norm = (self.normalize_default or dimensions is not None) if normalize is None else normalize
+        if norm:
             vectors = l2_normalize(vectors)
-        return EmbeddingResult(vectors, [len(x) for x in ids], normalized=bool(norm or dimensions), truncated=cut)
+        return EmbeddingResult(vectors, [len(x) for x in ids], normalized=norm, truncated=cut)
 
     def as_queries(self, texts: Sequence[str]) -> list[str]:
         """Texts with the model's query prefix (bge-zh's instruction, Qwen3-Embedding's `Instruct: …\\nQuery:`)."""
