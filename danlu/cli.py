@@ -53,12 +53,13 @@ def models_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table(title=t("模型目录", "Model catalog"))
     table.add_column(t("模型", "model"), no_wrap=True)
-    for col in (t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size"), t("思考", "thinking")):
+    for col in (t("类型", "kind"), t("后端", "backend"), t("参数", "params"), t("默认量化", "variant"), t("大小", "size"),
+                t("思考", "thinking")):
         table.add_column(col, no_wrap=True)
     table.add_column(t("状态", "status"), ratio=1)
     for r in rows:
-        table.add_row(r["id"], r["backend"], f"{r['params_b']}B", r["variant"], views.human_bytes(r["size_bytes"]),
-                      "-" if r["thinking"] == "never" else r["thinking"], r["status"])
+        table.add_row(r["id"], views.kind_text(r["kind"]), r["backend"], f"{r['params_b']}B", r["variant"],
+                      views.human_bytes(r["size_bytes"]), "-" if r["thinking"] == "never" else r["thinking"], r["status"])
     console.print(table)
 
 
@@ -146,6 +147,7 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     from danlu.sessions import SessionStore
 
     settings = get_settings()
+    catalog.require_chat(model or settings.default_model)
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
                                     rwkv_chat_rules=True, **extra)
@@ -175,6 +177,7 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
     from danlu.oneshot import check_output, output_constraint, run_once
     from danlu.reply_view import ReplyView
 
+    catalog.require_chat(model)
     text = prompt if prompt is not None else sys.stdin.read()
     constraint = output_constraint(output_format, schema)  # a bad schema fails before the model loads
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
@@ -210,6 +213,7 @@ def sessions_cmd() -> None:
 def _register_feature_commands() -> None:
     """Commands whose argument parsing lives beside their feature (each module is a typer function)."""
     from danlu.arena.cli import leaderboard_command
+    from danlu.embed_cli import embed_command
     from danlu.evaluate.cli import compare_command, eval_command
     from danlu.finetune.cli import adapters_command, export_command, finetune_command
     from danlu.fit_cli import fit_command
@@ -224,6 +228,7 @@ def _register_feature_commands() -> None:
     app.command("adapters")(friendly(adapters_command))
     app.command("export")(friendly(export_command))
     app.command("leaderboard")(friendly(leaderboard_command))
+    app.command("embed")(friendly(embed_command))
     remote_app = typer.Typer(help="远程 OpenAI 兼容端点 / remote OpenAI-compatible endpoints", no_args_is_help=True)
     remote_app.command("add")(friendly(remote_add_command))
     remote_app.command("list")(friendly(remote_list_command))

@@ -116,10 +116,16 @@ def ranking_table(results: list[FitResult]) -> Table:
                          ("C-Eval", "right"), (t("理由", "reason"), "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in results:
-        table.add_row(r.model_id, r.variant, _size(r.estimate.gpu.total), _size(r.estimate.host_needed),
+        table.add_row(_model_cell(r), r.variant, _size(r.estimate.gpu.total), _size(r.estimate.host_needed),
                       _verdict_cell(r), _speed_cell(r), f"{r.ceval:.1f}" if r.ceval is not None else "-",
                       escape(bilingual(r.reason)))
     return table
+
+
+def _model_cell(r: FitResult) -> str:
+    """The id, marked when the model makes vectors or scores rather than chats."""
+    kinds = {"embedding": t("嵌入", "embedding"), "rerank": t("重排", "rerank")}
+    return f"{escape(r.model_id)} [dim]({kinds[r.kind]})[/]" if r.kind in kinds else escape(r.model_id)
 
 
 def _size(n: int) -> str:
@@ -134,7 +140,7 @@ def _verdict_cell(r: FitResult) -> str:
 
 
 def _speed_cell(r: FitResult) -> str:
-    if not r.fits:
+    if not r.fits or r.kind != "chat":  # the speed class is decoding speed; embedding models do not decode
         return "-"
     rate = f"~{r.tokens_per_s:.0f}" if r.tokens_per_s >= 1 else f"{r.tokens_per_s:.1f}"
     return f"{bilingual(r.speed_text().replace(' ', ' / ', 1))} {rate} tok/s"

@@ -65,6 +65,8 @@ class GGUFInfo:
     swa_layers: tuple[bool, ...]  # per layer: True where the layer attends to the window only
     n_vocab: int
     tensors: tuple[TensorInfo, ...]
+    pooling_type: int = -1  # `<arch>.pooling_type`: 0 none, 1 mean, 2 cls, 3 last, 4 rank; -1 not declared
+    causal: bool = True  # `<arch>.attention.causal`: False for encoders (BERT, XLM-RoBERTa)
 
     @property
     def weight_bytes(self) -> int:
@@ -133,7 +135,8 @@ def _summarize(path: Path, size: int, keys: dict[str, Any], tensors: list[Tensor
         context_length=int(get("context_length", 0)), sliding_window=window,
         swa_layers=_swa_layers(arch, n_layers, window, get("attention.sliding_window_pattern", None)),
         n_vocab=int(keys.get("tokenizer.ggml.tokens", 0)) or _vocab_from_embeddings(tensors),
-        tensors=tuple(tensors),
+        tensors=tuple(tensors), pooling_type=int(get("pooling_type", -1)),
+        causal=bool(get("attention.causal", True)),
     )
 
 

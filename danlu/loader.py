@@ -13,6 +13,7 @@ from pathlib import Path
 from danlu import catalog
 from danlu.backends import BACKEND_MODULES, backend_module, load_engine
 from danlu.backends.base import Engine, GenerationParams, LoadPlan
+from danlu.catalog.kinds import gguf_kind, not_chat
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.chat import Conversation
 from danlu.config import Settings, get_settings
@@ -50,6 +51,9 @@ class Loaded:
     def conversation(self, params: GenerationParams | None = None, system: str | None = None,
                      on_message=None) -> "Conversation":
         """A new conversation with this model's format, stops and (copied) default parameters."""
+        caps = self.engine.capabilities
+        if caps.embeddings or caps.rerank:
+            raise not_chat(self.resolved.label, "rerank" if caps.rerank else "embedding")
         spec = self.resolved.spec
         return Conversation(self.engine, self.fmt, params or replace(self.params), system or self.default_system,
                             on_message=on_message, model_stops=tuple(spec.stop_strings) if spec else ())
@@ -115,6 +119,25 @@ def for_adapters(resolved: Resolved, settings: Settings, backend_given: bool = F
     return resolved
 
 
+def for_embedding(resolved: Resolved, extra: dict) -> Resolved:
+    """An embedding or rerank model (by its catalog kind or GGUF header), or any GGUF asked for with
+    `embedding=True` / `rerank=True`, runs on llama.cpp's embedding mode (backends/llamacpp_embed.py)."""
+    if not (extra.get("embedding") or extra.get("rerank") or kind_of_resolved(resolved) != "chat"):
+        return resolved
+    if resolved.backend not in ("llamacpp", "llamacpp_embed"):
+        raise BackendUnavailable(f"嵌入和重排只支持 GGUF 模型（llama.cpp）；{resolved.label} 用的是 {resolved.backend} / "
+                                 f"embeddings and rerank run on GGUF models (llama.cpp); {resolved.label} uses "
+                                 f"{resolved.backend}")
+    return replace(resolved, backend="llamacpp_embed")
+
+
+def kind_of_resolved(resolved: Resolved) -> str:
+    """chat, embedding or rerank: the catalog's word, else the GGUF header's."""
+    if resolved.spec:
+        return resolved.spec.kind
+    return gguf_kind(resolved.path) if resolved.path.suffix == ".gguf" else "chat"
+
+
 def _backend_for_path(path: Path) -> str:
     if path.suffix == ".gguf":
         return "llamacpp"
@@ -143,6 +166,8 @@ def _fit(resolved: Resolved, n_ctx: int, force: bool, llama_kwargs: dict | None)
 
     if resolved.backend == "remote":
         return None
+    if resolved.backend == "llamacpp_embed":  # one micro-batch holds a whole batch of texts (see llamacpp_embed)
+        llama_kwargs = {**(llama_kwargs or {}), "n_ubatch": n_ctx, "embedding": True}
     if resolved.spec and resolved.variant:
         return check_fits(resolved.spec, resolved.variant, n_ctx=n_ctx, force=force, path=resolved.path,
                           llama_kwargs=llama_kwargs)
@@ -161,6 +186,7 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
         resolved = for_adapters(resolved, settings, backend_given=backend is not None)
     if resolved.spec and resolved.spec.unsupported:
         raise BackendUnavailable(resolved.spec.unsupported)
+    resolved = for_embedding(resolved, extra)
     plan = make_plan(resolved, settings, n_ctx, force, **extra)
     engine = load_engine(resolved.spec, resolved.variant, plan, resolved.backend)
     spec = resolved.spec

@@ -30,7 +30,7 @@ def model_rows(settings: Settings) -> list[dict]:
         variant = spec.variant()
         status = availability(spec, settings)
         rows.append({
-            "id": spec.id, "name": spec.name, "family": spec.family, "backend": spec.backend_for(variant),
+            "id": spec.id, "name": spec.name, "family": spec.family, "kind": spec.kind, "backend": spec.backend_for(variant),
             "params_b": spec.params_b, "context_length": spec.context_length, "variant": variant.name,
             "size_bytes": variant.size_bytes, "prompt_format": spec.prompt_format,
             "trust_remote_code": spec.trust_remote_code, "thinking": spec.thinking, "aliases": list(spec.aliases),
@@ -44,6 +44,13 @@ def describe(spec: ModelSpec) -> str:
     """A readable summary of one catalog entry."""
     lines = [f"[bold]{spec.name}[/] ({spec.id})", f"{t('家族', 'family')}: {spec.family} · {spec.architecture} · {spec.params_b}B · ctx {spec.context_length} · vocab {spec.vocab_size}",
              f"{t('后端', 'backend')}: {spec.backend} · {t('格式', 'format')}: {spec.prompt_format} · {t('许可', 'license')}: {spec.license}"]
+    if spec.embedding:
+        e = spec.embedding
+        lines.append(f"{t('类型', 'kind')}: {kind_text(spec.kind)} · {t('池化', 'pooling')} {e.pooling} · "
+                     f"{t('维度', 'dimensions')} {e.dimensions} · {t('最长', 'max')} {e.max_tokens} tokens · "
+                     f"{t('归一化', 'normalised') if e.normalized else t('不归一化', 'not normalised')}")
+        if e.query_prefix:
+            lines.append(f"{t('查询前缀', 'query prefix')}: {e.query_prefix!r}")
     if spec.trust_remote_code:
         lines.append(t(f"需要远程代码（--trust-remote-code，写于 transformers {spec.remote_code_transformers}）",
                        f"needs remote code (--trust-remote-code, written for transformers {spec.remote_code_transformers})"))
@@ -85,6 +92,11 @@ def _name_lines(spec: ModelSpec) -> list[str]:
     if spec.draft:
         lines.append(f"{t('草稿模型（推测解码）', 'draft model (speculative decoding)')}: {spec.draft}")
     return lines
+
+
+def kind_text(kind: str) -> str:
+    """chat / embedding / rerank in the user's language."""
+    return {"chat": t("对话", "chat"), "embedding": t("嵌入", "embedding"), "rerank": t("重排", "rerank")}[kind]
 
 
 def installed_row(m) -> dict:

@@ -54,6 +54,12 @@ EXPECTED_IDS = {
     "deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-7b", "deepseek-r1-distill-qwen-14b",
     "glm-4-9b-0414", "glm-z1-9b-0414", "internlm3-8b-instruct", "minicpm4-8b", "yi-1.5-9b-chat",
     "rwkv-7-world-1.5b", "rwkv-7-world-2.9b", "rwkv7-g1-1.5b", "rwkv7-g1-2.9b", "rwkv7-g1-7.2b",
+    # embedding and rerank models for retrieval (issue 15)
+    "bge-small-zh-v1.5",
+    "bge-large-zh-v1.5",
+    "bge-m3",
+    "qwen3-embedding-0.6b",
+    "bge-reranker-v2-m3",
 }
 
 PROMPT_FORMATS = {

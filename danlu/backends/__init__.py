@@ -14,9 +14,11 @@ from danlu.errors import BackendUnavailable
 
 from .base import Engine, LoadPlan
 
-BACKEND_MODULES = {"llamacpp": "llamacpp", "transformers": "transformers_backend", "rwkv": "rwkv_backend", "remote": "remote"}
+BACKEND_MODULES = {"llamacpp": "llamacpp", "transformers": "transformers_backend", "rwkv": "rwkv_backend", "remote": "remote",
+                   "llamacpp_embed": "llamacpp_embed"}
 INSTALL_HINTS = {
     "llamacpp": "pip install llama-cpp-python",
+    "llamacpp_embed": "pip install llama-cpp-python",
     "transformers": "pip install torch==2.13.0 transformers peft",
     "rwkv": "pip install torch==2.13.0 rwkv",
     "remote": "pip install openai",

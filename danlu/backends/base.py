@@ -26,6 +26,8 @@ class Capabilities:
     lora: bool = False
     gpu: bool = False
     streaming: bool = True
+    embeddings: bool = False  # `embed(texts)` returns vectors
+    rerank: bool = False  # `rerank(query, documents)` returns relevance scores
 
 
 @dataclass
@@ -72,6 +74,28 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class EmbeddingResult:
+    """Vectors for a list of texts, in order, with the tokens each text took (special tokens included).
+    `vectors` is a float32 numpy array of shape (texts, dimensions); `as_lists()` gives JSON-ready lists."""
+
+    vectors: Any
+    token_counts: list[int]
+    normalized: bool = False  # L2-normalised: cosine similarity is the dot product
+    truncated: list[bool] = field(default_factory=list)  # which texts were cut to the model's length
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.vectors.shape[1]) if len(self.vectors) else 0
+
+    def as_lists(self) -> list[list[float]]:
+        return self.vectors.tolist()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclass(frozen=True)
 class LoadPlan:
     """How to load: where the weights are and how to place them (fit fills this in)."""
 
@@ -111,6 +135,29 @@ class Engine(Protocol):
     def save_state(self) -> Any: ...
 
     def restore_state(self, state: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """An engine for vectors or relevance scores (backends/llamacpp_embed.py); it has `capabilities.embeddings`
+    or `capabilities.rerank`, and its chat calls (generate, logits, state) raise. Inputs longer than
+    `max_tokens` are refused unless `truncate`; `on_progress(done, total)` counts texts."""
+
+    spec: ModelSpec | None
+    capabilities: Capabilities
+    max_tokens: int
+    dimensions: int
+    pooling: str  # mean | cls | last | rank
+    query_prefix: str  # what the catalog says a search query starts with ("" if nothing)
+
+    def embed(self, texts: Sequence[str], *, normalize: bool | None = None, truncate: bool = False,
+              dimensions: int | None = None, on_progress: Any = None) -> EmbeddingResult: ...
+
+    def rerank(self, query: str, documents: Sequence[str], *, truncate: bool = False,
+               on_progress: Any = None) -> list[float]: ...
+
+    def as_queries(self, texts: Sequence[str]) -> list[str]: ...
 
     def close(self) -> None: ...
 

@@ -10,7 +10,8 @@ from danlu.catalog.aliases import Target, alias_table, normalize
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
 
-__all__ = ["ModelSpec", "Variant", "all_models", "get", "resolve_alias", "UnknownModel"]
+__all__ = ["ModelSpec", "Variant", "all_models", "get", "resolve_alias", "UnknownModel", "NotAChatModel", "kind_of",
+           "require_chat"]
 
 
 class UnknownModel(DanluError):
@@ -58,3 +59,6 @@ def resolve_alias(name: str) -> Target | None:
     """An Ollama-style name (`qwen3:8b`, `qwen3:8b-q8_0`, `qwen3`) as (catalog id, variant or None);
     None when no entry claims it."""
     return _aliases().get(normalize(name))
+
+
+from danlu.catalog.kinds import NotAChatModel, kind_of, require_chat  # noqa: E402  (kinds looks models up here)

@@ -20,6 +20,8 @@ SourceKind = Literal["hf", "modelscope", "pypi"]
 Thinking = Literal["hybrid", "always", "never"]
 #: An Ollama-style `name:tag` (qwen3:8b, qwen2.5-coder:1.5b, yi:9b-chat-v1.5).
 ALIAS_PATTERN = r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$"
+ModelKind = Literal["chat", "embedding", "rerank"]
+Pooling = Literal["mean", "cls", "last", "rank"]
 
 
 class Strict(BaseModel):
@@ -106,6 +108,16 @@ class Architecture(Strict):
     sliding_window: int | None = None
 
 
+class EmbeddingFacts(Strict):
+    """How an embedding or rerank model turns text into vectors (or scores): from its model card."""
+
+    pooling: Pooling = Field(description="mean / cls / last token; rank for a cross-encoder's score head")
+    dimensions: int = Field(description="length of one vector (1 for a reranker's score)")
+    max_tokens: int = Field(description="longest input, special tokens included")
+    normalized: bool = Field(True, description="vectors are meant to be L2-normalised (cosine = dot product)")
+    query_prefix: str = Field("", description="text put before a search query (not before documents)")
+
+
 class ModelSpec(Strict):
     """One catalog entry."""
 
@@ -134,6 +146,8 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
     remote_code_transformers: str | None = Field(None, description="transformers version the remote code was written for")
     chat: bool = Field(True, description="instruction/chat tuned; False for base models")
+    kind: ModelKind = Field("chat", description="chat (generates text), embedding (vectors) or rerank (scores)")
+    embedding: EmbeddingFacts | None = Field(None, description="pooling, dimensions, length: embedding/rerank models")
     shape: Architecture = Field(default_factory=Architecture)
     variants: list[Variant]
     default_variant: str
@@ -148,6 +162,8 @@ class ModelSpec(Strict):
         names = [v.name for v in self.variants]
         if self.default_variant not in names:
             raise ValueError(f"default_variant {self.default_variant!r} not in {names}")
+        if (self.kind != "chat") != (self.embedding is not None):
+            raise ValueError("an embedding or rerank model has an [embedding] table, and only such a model")
         return self
 
     @model_validator(mode="after")

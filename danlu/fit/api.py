@@ -57,7 +57,8 @@ def check_fits(spec: ModelSpec, variant: Variant | None, hardware: Hardware | No
     result = plan_model(spec, variant, hardware, n_ctx, path, LlamaOptions.from_kwargs(llama_kwargs or {}))
     if result.fits or force or result.verdict == "unsupported":
         return result
-    others = [r for r in fit_catalog(hardware, n_ctx, settings) if r.fits and (r.model_id, r.variant) != (spec.id, variant.name)]
+    others = [r for r in fit_catalog(hardware, n_ctx, settings)
+              if r.fits and r.kind == result.kind and (r.model_id, r.variant) != (spec.id, variant.name)]
     alternatives = others[:ALTERNATIVES_SHOWN]
     raise DoesNotFit(refusal_message(result, alternatives, Budget.of(hardware)), result, alternatives)
 
@@ -76,7 +77,7 @@ def check_path_fits(path: Path, hardware: Hardware | None = None, n_ctx: int | N
     result = place_llamacpp(path.name, "file", place, shape.n_layers, Budget.of(hardware), n_ctx)
     if result.fits or force:
         return result
-    alternatives = [r for r in fit_catalog(hardware, n_ctx, settings) if r.fits][:ALTERNATIVES_SHOWN]
+    alternatives = [r for r in fit_catalog(hardware, n_ctx, settings) if r.fits and r.kind == result.kind][:ALTERNATIVES_SHOWN]
     raise DoesNotFit(refusal_message(result, alternatives, Budget.of(hardware)), result, alternatives)
 
 

@@ -92,6 +92,10 @@ class LlamaOptions:
     swa_full: bool = True  # llama.cpp's default: sliding-window layers get n_ctx cells like the others
     flash_attn: bool = False  # llama-cpp-python passes DISABLED unless asked
     n_seq: int = 1
+    # embedding mode (backends/llamacpp_embed.py): every token is an output, so a decoder also computes and
+    # keeps a row of logits per token of the micro-batch (llama.cpp runs the LM head even when only pooled
+    # vectors are read: gemma-3-270m's 262k-row head is most of its work there)
+    embedding: bool = False
 
     @classmethod
     def from_kwargs(cls, kwargs: dict) -> "LlamaOptions":
@@ -101,7 +105,7 @@ class LlamaOptions:
             else kwargs.get(key) or default  # noqa: E731
         return cls(n_ubatch=int(kwargs.get("n_ubatch", 512)), type_k=pick("type_k", "f16"),
                    type_v=pick("type_v", "f16"), swa_full=bool(kwargs.get("swa_full", True)),
-                   flash_attn=bool(kwargs.get("flash_attn", False)))
+                   flash_attn=bool(kwargs.get("flash_attn", False)), embedding=bool(kwargs.get("embedding", False)))
 
 
 def pad(n: int, multiple: int = CELL_PAD) -> int:
@@ -143,7 +147,12 @@ def llamacpp_cpu_compute(shape: Shape, n_ctx: int, opts: LlamaOptions) -> int:
     tokens, cells = min(opts.n_ubatch, n_ctx), pad(n_ctx)
     scores = 0 if opts.flash_attn else cells * tokens * shape.n_heads * (4 + 2)
     masks = _mask_cells(shape, n_ctx, opts) * tokens * (2 if opts.flash_attn else 4)
-    return scores + masks + 2 * tokens * shape.n_ff * 4 + LLAMA_COMPUTE_SLACK
+    return scores + masks + 2 * tokens * shape.n_ff * 4 + LLAMA_COMPUTE_SLACK + _logit_rows(shape, opts) * shape.n_vocab * 4
+
+
+def _logit_rows(shape: Shape, opts: LlamaOptions) -> int:
+    """Rows of logits one decode writes beyond the last token's: every token's, for a decoder in embedding mode."""
+    return opts.n_ubatch if opts.embedding and not shape.encoder else 0
 
 
 def llamacpp_gpu_compute(shape: Shape, n_ctx: int, opts: LlamaOptions) -> int:
@@ -158,7 +167,7 @@ def llamacpp_gpu_compute(shape: Shape, n_ctx: int, opts: LlamaOptions) -> int:
 
 def llamacpp_host_overhead(shape: Shape, opts: LlamaOptions) -> int:
     """Vocabulary tables, the output (logits) buffer and fixed context state."""
-    return LLAMA_HOST_BASE + LLAMA_PER_VOCAB * shape.n_vocab + shape.n_vocab * 4 * opts.n_seq
+    return LLAMA_HOST_BASE + LLAMA_PER_VOCAB * shape.n_vocab + shape.n_vocab * 4 * max(opts.n_seq, _logit_rows(shape, opts))
 
 
 def llamacpp_estimate(shape: Shape, weights: Weights, n_ctx: int, gpu_layers: int = 0,
@@ -168,7 +177,7 @@ def llamacpp_estimate(shape: Shape, weights: Weights, n_ctx: int, gpu_layers: in
     n = shape.n_layers
     k = max(0, min(gpu_layers, n))
     on_gpu = [il >= n - k for il in range(n)]
-    kv = llamacpp_kv_bytes(shape, n_ctx, opts)
+    kv = (0,) * n if shape.encoder else llamacpp_kv_bytes(shape, n_ctx, opts)
     output = weights.output or (weights.embedding if weights.tied_output else 0)
     gpu = _llamacpp_gpu_part(shape, weights, kv, on_gpu, output, n_ctx, opts) if k else Breakdown()
     host = _llamacpp_host_part(shape, weights, kv, on_gpu, n_ctx, opts)

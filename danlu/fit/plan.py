@@ -47,6 +47,7 @@ class FitResult:
     ceval: float | None = None
     ceval_note: str = ""
     thinking_tokens: int = 0  # of n_ctx, the room left for the model's thinking (context_for)
+    kind: str = "chat"  # chat | embedding | rerank (the catalog's kind): ranked apart
 
     @property
     def predicted_bytes(self) -> int:
@@ -82,7 +83,8 @@ class FitResult:
                 "predicted_bytes": self.predicted_bytes, "verdict": self.verdict, "verdict_text": self.verdict_text(),
                 "gpu_layers": self.gpu_layers, "n_layers": self.estimate.n_layers, "strategy": self.strategy,
                 "speed": self.speed, "tokens_per_s": round(self.tokens_per_s, 1), "ceval": self.ceval,
-                "ceval_note": self.ceval_note, "thinking_tokens": self.thinking_tokens, "reason": self.reason,
+                "ceval_note": self.ceval_note, "thinking_tokens": self.thinking_tokens, "kind": self.kind,
+                "reason": self.reason,
                 "estimate": self.estimate.to_dict()}
 
 
@@ -119,13 +121,15 @@ def plan_model(spec: ModelSpec, variant: Variant, hw: Hardware, n_ctx: int, path
         result = FitResult(spec.id, variant.name, "remote", n_ctx, "remote", nothing,
                            "在远程服务器上运行，不占本机内存 / runs on a remote server: no local memory")
     elif backend == "llamacpp":
+        if spec.kind != "chat":  # embedding mode: one micro-batch holds a whole batch of texts, no generation
+            llama = replace(llama, n_ubatch=n_ctx, embedding=True)
         result = _plan_llamacpp(spec, variant, hw, budget, n_ctx, path, llama)
     elif backend == "rwkv":
         result = _plan_rwkv(spec, variant, budget, n_ctx)
     else:
         result = _plan_transformers(spec, variant, budget, n_ctx)
     score = reference_ceval(spec)
-    result = replace(result, ceval=score.score if score else None, ceval_note=_score_note(score))
+    result = replace(result, ceval=score.score if score else None, ceval_note=_score_note(score), kind=spec.kind)
     if spec.unsupported:
         return replace(result, verdict="unsupported", reason=spec.unsupported)
     return result
@@ -369,10 +373,11 @@ def _why_not(gpu: Estimate, cpu: Estimate, budget: Budget) -> str:
 def rank(results: list[FitResult]) -> list[FitResult]:
     """Best first, the way the seed write-up chooses: what fits and decodes at a usable speed, by
     reference C-Eval score (unscored models after scored ones), then by placement and speed; then
-    what runs too slowly to chat with; then what does not fit."""
+    what runs too slowly to chat with; then what does not fit. Within each of these, embedding and rerank
+    models come after the chat models."""
     def key(r: FitResult) -> tuple:
         usable = r.fits and r.tokens_per_s >= USABLE_TOKENS_PER_S
-        return (not r.fits, not usable, -(r.ceval if r.ceval is not None else -1), VERDICTS.index(r.verdict),
+        return (not r.fits, not usable, r.kind != "chat", -(r.ceval if r.ceval is not None else -1), VERDICTS.index(r.verdict),
                 -r.tokens_per_s, r.model_id, r.variant)
 
     return sorted(results, key=key)

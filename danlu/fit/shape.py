@@ -21,6 +21,8 @@ from danlu.gguf_info import OUTPUT, TOKEN_EMBD, GGUFInfo, TensorInfo, swa_patter
 # repacked tensor costs its size twice in RAM. x86 needs AVX2 (Q2_K: AVX-512); ARM needs dot-product.
 X86_REPACK = frozenset({"q4_0", "q4_k", "iq4_nl", "mxfp4"})
 ARM_REPACK = frozenset({"q4_0", "q4_k", "q5_k", "q6_k", "iq4_nl", "mxfp4", "q8_0"})
+# architectures whose attention is bidirectional: llama.cpp keeps no KV cache for them
+ENCODER_ARCHITECTURES = frozenset({"bert", "xlm-roberta", "roberta", "nomic-bert", "jina-bert-v2", "modern-bert"})
 # share of layer weights a catalog variant (no local header) has in repackable types; Q4_K_M mixes
 # Q4_K with Q6_K/Q5_0, so about half (gemma-3-270m: 5% because of its odd dims; qwen2.5-1.5b: ~60%)
 CATALOG_REPACK_SHARE = {"q4_0": 1.0, "iq4_nl": 1.0, "q4_k": 0.6}
@@ -43,6 +45,7 @@ class Shape:
     n_vocab: int
     sliding_window: int = 0
     swa_layers: tuple[bool, ...] = ()
+    encoder: bool = False  # bidirectional attention (BERT, XLM-RoBERTa): no KV cache
 
     @property
     def kv_width(self) -> tuple[int, ...]:
@@ -83,7 +86,8 @@ def repack_types(flags: frozenset[str], machine: str) -> frozenset[str]:
 
 def shape_from_gguf(info: GGUFInfo) -> Shape:
     return Shape(info.architecture, info.n_layers, info.n_embd, info.n_ff, info.n_heads, info.n_kv_heads,
-                 info.head_dim_k, info.head_dim_v, info.n_vocab, info.sliding_window, info.swa_layers)
+                 info.head_dim_k, info.head_dim_v, info.n_vocab, info.sliding_window, info.swa_layers,
+                 encoder=not info.causal)
 
 
 def weights_from_gguf(info: GGUFInfo, repackable: frozenset[str]) -> Weights:
@@ -119,7 +123,8 @@ def shape_from_spec(spec: ModelSpec) -> Shape:
         else (False,) * n_layers
     ffn = encoder_decoder_ffn if spec.architecture in ENCODER_DECODER else ffn_from_params
     return Shape(spec.architecture, n_layers, n_embd, ffn(spec, n_layers, n_embd, n_heads, n_kv, head_dim),
-                 n_heads, (n_kv,) * n_layers, head_dim, head_dim, spec.vocab_size, window, swa)
+                 n_heads, (n_kv,) * n_layers, head_dim, head_dim, spec.vocab_size, window, swa,
+                 encoder=spec.architecture in ENCODER_ARCHITECTURES)
 
 
 def _embd_from_params(params_b: float, n_layers: int) -> int:
@@ -153,7 +158,8 @@ def weights_from_spec(spec: ModelSpec, variant: Variant, shape: Shape, repackabl
     total = weight_bytes_for(spec, variant)
     per_param = total / max(spec.params_b * 1e9, 1)
     embedding = int(shape.n_vocab * shape.n_embd * per_param)
-    output = embedding  # most seed models keep a separate output matrix
+    # most seed models keep a separate output matrix; embedding and rerank models have no LM head
+    output = embedding if spec.kind == "chat" else 0
     per_layer = max(0, (total - embedding - output) // shape.n_layers)
     share = _catalog_repack_share(variant.name, repackable) if variant.format == "gguf" else 0.0
     return Weights(embedding=embedding, output=output, layers=(per_layer,) * shape.n_layers,
