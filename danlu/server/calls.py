@@ -18,7 +18,7 @@ from typing import Any
 
 from danlu.outputs.calls import ToolCall, ToolCallDelta
 
-__all__ = ["ChatCall", "CompletionCall", "Piece", "Reply", "ResponseFormat", "ToolCall", "ToolCallDelta", "Usage"]
+__all__ = ["ChatCall", "CompletionCall", "EmbedCall", "RerankCall", "Piece", "Reply", "ResponseFormat", "ToolCall", "ToolCallDelta", "Usage"]
 
 #: GenerationParams fields a client may set (the names the service resolves user > server > model).
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
@@ -92,6 +92,28 @@ class CompletionCall:
     raw: bool = True  # False: Ollama's /api/generate without `raw`: the prompt is a user turn of the template
     system: str | None = None
     thinking: bool | None = None
+
+
+@dataclass
+class EmbedCall:
+    """Vectors for texts; `input_type` "query" adds the model's query prefix (bge-zh, Qwen3-Embedding)."""
+
+    model: str
+    texts: list[str]
+    truncate: bool = False
+    dimensions: int | None = None
+    input_type: str | None = None  # "query" | "document" | None (as documents)
+    keep_alive_s: float | None = None
+
+
+@dataclass
+class RerankCall:
+    """Relevance of each document to a query (a cross-encoder)."""
+
+    model: str
+    query: str
+    documents: list[str]
+    truncate: bool = True
 
 
 @dataclass

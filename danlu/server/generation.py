@@ -47,10 +47,10 @@ class Job:
         self._closed = False
 
     @classmethod
-    async def open(cls, scheduler: Any, model: str) -> "Job":
+    async def open(cls, scheduler: Any, model: str, purpose: str = "generate") -> "Job":
         """Admission and, on first use, loading; not cancelled by a disconnect (the next caller wants the model)."""
         began = time.perf_counter()
-        job = cls(scheduler, await scheduler.acquire(model))
+        job = cls(scheduler, await scheduler.acquire(model, purpose))
         job.load_s = time.perf_counter() - began  # loading on first use, else the admission's few microseconds
         return job
 

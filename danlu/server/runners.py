@@ -2,6 +2,7 @@
 
 - `ThreadRunner`: runs `engine.generate` in worker threads, `concurrency` at a time, behind the same
   `submit(ids, params, sink, options) -> handle` surface as backends/llamacpp_batched.py.
+- `EmbeddingRunner`: an embedding or rerank engine's calls, off the event loop.
 - `AsyncEvents`: the bridge from a decode thread to an asyncio consumer.
 """
 
@@ -112,6 +113,31 @@ class ThreadRunner:
             if not handle.is_done:
                 sink(Event(error=Overloaded("模型已卸载，请重试 / the model was unloaded: retry")))
                 handle.finished()
+        self.engine.close()
+
+
+class EmbeddingRunner:
+    """An embedding engine behind the scheduler: its calls (embed, rerank) run in worker threads and queue on the
+    engine's own lock; `submit` is refused, as such a model generates no text."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._active = 0
+
+    async def call(self, method: str, *args, **kwargs) -> Any:
+        with self._lock:
+            self._active += 1
+        try:
+            return await asyncio.to_thread(getattr(self.engine, method), *args, **kwargs)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def load_info(self) -> dict:
+        return {"active": self._active, "waiting": 0, "parallel": 1}
+
+    def close(self) -> None:
         self.engine.close()
 
 

@@ -21,7 +21,7 @@ from danlu import loader
 from danlu.backends.base import Engine, GenerationParams
 from danlu.chat import tokenize_segments
 from danlu.errors import DanluError
-from danlu.formats import ChatFormat
+from danlu.formats import ChatFormat, get_format
 from danlu.loader import Resolved
 from danlu.server import ServerSettings
 from danlu.server.errors import ApiError
@@ -98,12 +98,29 @@ class ModelScheduler:
         return self.resolver.resolve(name)
 
     def served_names(self) -> list[str]:
-        return self.resolver.served_names(list(self.loaded))
+        return self.resolver.served_names([k for k in self.loaded if "@" not in k])
+
+    def for_purpose(self, key: str, resolved: Resolved, purpose: str) -> tuple[str, Resolved]:
+        """The engine a request needs: a chat model's own for generation; embedding mode for vectors and scores."""
+        kind = loader.kind_of_resolved(resolved) if resolved.backend != "remote" else "chat"
+        if purpose == "generate":
+            if kind != "chat":
+                raise not_for_chat(key, kind)
+            return key, resolved
+        if resolved.backend == "remote":
+            raise ApiError(400, f"远程模型 {key} 不在这里算向量 / the remote model {key} computes no embeddings here",
+                           param="model", code="wrong_model_kind")
+        try:
+            embedded = loader.for_embedding(resolved, {purpose: True} if purpose == "rerank" else {"embedding": True})
+        except DanluError as exc:
+            raise ApiError(400, str(exc), param="model", code="wrong_model_kind") from None
+        return (key if kind != "chat" else f"{key}@embed"), embedded
 
     # --- admission --------------------------------------------------------------------------
-    async def acquire(self, name: str) -> ServedModel:
-        """The loaded model for `name`, counting this request in; 429 when its queue is full."""
-        key, resolved = self.resolve(name)
+    async def acquire(self, name: str, purpose: str = "generate") -> ServedModel:
+        """The loaded model for `name`, counting this request in; 429 when its queue is full. `purpose` "embed" or
+        "rerank" loads the model in llama.cpp's embedding mode (a chat GGUF then gets a second engine, `KEY@embed`)."""
+        key, resolved = self.for_purpose(*self.resolve(name), purpose)
         limit = self.settings.parallel + self.settings.max_queue
         if self._in_flight.get(key, 0) >= limit:
             raise ApiError(429, f"模型 {name} 排队已满（{limit} 个请求）/ the queue for {name} is full ({limit} requests): "
@@ -185,8 +202,10 @@ class ModelScheduler:
         return sum(m.size_bytes for m in self.loaded.values())
 
     async def preload(self) -> None:
-        for key in list(self.resolver.aliases):
-            served = await self.acquire(key)
+        """The `--model`s, each in the mode its kind asks for (an embedding model in embedding mode)."""
+        for key, resolved in list(self.resolver.aliases.items()):
+            kind = loader.kind_of_resolved(resolved) if resolved.backend != "remote" else "chat"
+            served = await self.acquire(key, {"chat": "generate", "embedding": "embed"}.get(kind, kind))
             self.release(served, served.avg_request_s)
 
     # --- keep-alive -------------------------------------------------------------------------
@@ -223,12 +242,26 @@ class ModelScheduler:
             await self.unload(key)
 
 
+def not_for_chat(key: str, kind: str) -> ApiError:
+    route = "/v1/embeddings, /api/embed" if kind == "embedding" else "/v1/rerank"
+    return ApiError(400, f"{key} 是{'向量' if kind == 'embedding' else '重排序'}模型，不能对话或生成文本：用 {route} / {key} is "
+                    f"an {kind} model and cannot chat or generate text: use {route}", param="model",
+                    code="wrong_model_kind")
+
+
 def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: int) -> ServedModel:
-    """Load weights (blocking): llama.cpp models get the batched engine, others a one-at-a-time runner."""
-    from danlu.server.runners import ThreadRunner
+    """Load weights (blocking): llama.cpp models get the batched engine, embedding models their own engine (its
+    calls queue on its lock), others a one-at-a-time runner."""
+    from danlu.server.runners import EmbeddingRunner, ThreadRunner
 
     spec = resolved.spec
     extra = {"trust_remote_code": settings.trust_remote_code}
+    if resolved.backend == "llamacpp_embed":
+        extra.update(embedding=True, rerank=loader.kind_of_resolved(resolved) == "rerank")
+        plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
+        engine = loader.load_engine(spec, resolved.variant, plan, resolved.backend)
+        return ServedModel(key, resolved, EmbeddingRunner(engine), engine, get_format("raw"), GenerationParams(), None,
+                           size, gpu_layers=plan.gpu_layers)
     if resolved.backend == "llamacpp":
         from danlu.backends import llamacpp_batched
 
@@ -258,12 +291,15 @@ def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
     if resolved.adapters:  # an fp32 transformers folder: about its size on disk, plus activations
         return int(_size_on_disk(resolved) * 1.2)
     cells = settings.context * cache_slots(settings) if resolved.backend == "llamacpp" else settings.context
+    kwargs = {"swa_full": True}
+    if resolved.backend == "llamacpp_embed":  # one micro-batch holds a whole batch of texts
+        kwargs.update(n_ubatch=settings.context, embedding=True)
     if resolved.spec is not None:
         try:
             from danlu.fit import check_fits
 
             result = check_fits(resolved.spec, resolved.variant, n_ctx=cells, force=True, path=resolved.path,
-                                llama_kwargs={"swa_full": True}, settings=settings.base)
+                                llama_kwargs=kwargs, settings=settings.base)
             if result.predicted_bytes > 0:
                 return result.predicted_bytes
         except (DanluError, ImportError, OSError, ValueError) as exc:

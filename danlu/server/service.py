@@ -1,4 +1,5 @@
-"""The one service both wire protocols call: chat and completion over the scheduler, in danlu's own terms.
+"""The one service both wire protocols call: chat, completion, embeddings and rerank over the scheduler, in
+danlu's own terms.
 
 A request flows protocol → service → scheduler → engine: server/openai/ and server/ollama/ build a `ChatCall`
 or `CompletionCall` (server/calls.py), this module turns it into an engine request — the prompt rendered with
@@ -12,6 +13,7 @@ that cannot fit the context is refused before it is tokenized.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +23,8 @@ from danlu.backends.base import GenerationParams
 from danlu.backends.requests import SubmitOptions
 from danlu.errors import DanluError
 from danlu.server import thinking as thinking_rules
-from danlu.server.calls import SAMPLING_FIELDS, ChatCall, CompletionCall
+from danlu.backends.base import EmbeddingResult
+from danlu.server.calls import SAMPLING_FIELDS, ChatCall, CompletionCall, EmbedCall, RerankCall, Usage
 from danlu.server.errors import ApiError, bad_request, unsupported
 from danlu.server.generation import Generation, Job, OutputParsing
 from danlu.server.runners import ThreadRunner
@@ -57,6 +60,33 @@ class Service:
         return await self._run(call.model, lambda served: self._prepare_completion(served, call), request,
                                call.keep_alive_s)
 
+    async def embed(self, call: EmbedCall) -> tuple[EmbeddingResult, Usage]:
+        """Vectors for the call's texts, in order (the model in llama.cpp's embedding mode)."""
+        job = await Job.open(self.scheduler, call.model, "embed")
+        job.keep_alive_s = call.keep_alive_s
+        try:
+            engine = job.served.engine
+            texts = engine.as_queries(call.texts) if call.input_type == "query" else call.texts
+            result = await job.served.runner.call("embed", texts, truncate=call.truncate, dimensions=call.dimensions)
+            return result, Usage(prompt_tokens=result.prompt_tokens, total_s=time.monotonic() - job.started,
+                                 load_s=job.load_s)
+        except DanluError as exc:
+            raise ApiError(400, str(exc), param="input", code="invalid_input") from None
+        finally:
+            job.close()
+
+    async def rerank(self, call: RerankCall) -> tuple[list[float], Usage]:
+        """A relevance score per document (a reranker's head; higher is more relevant)."""
+        job = await Job.open(self.scheduler, call.model, "rerank")
+        try:
+            scores = await job.served.runner.call("rerank", call.query, call.documents, truncate=call.truncate)
+            tokens = sum(len(job.served.engine.tokenize(d)) for d in call.documents)
+            return scores, Usage(prompt_tokens=tokens, total_s=time.monotonic() - job.started, load_s=job.load_s)
+        except DanluError as exc:
+            raise ApiError(400, str(exc), param="documents", code="invalid_input") from None
+        finally:
+            job.close()
+
     async def _run(self, model: str, prepare, request: Request | None, keep_alive_s: float | None) -> Generation:
         job = await Job.open(self.scheduler, model)
         job.keep_alive_s = keep_alive_s
@@ -71,7 +101,6 @@ class Service:
 
     # --- chat -------------------------------------------------------------------------------
     def _prepare_chat(self, served: ServedModel, call: ChatCall) -> Prepared:
-        refuse_non_chat(served)
         if served.resolved.backend == "remote":
             return self._prepare_remote(served, call)
         thinking = thinking_rules.resolve(served, call.thinking, self.scheduler.settings)
@@ -114,7 +143,6 @@ class Service:
 
     # --- completion -------------------------------------------------------------------------
     def _prepare_completion(self, served: ServedModel, call: CompletionCall) -> Prepared:
-        refuse_non_chat(served)
         if isinstance(call.prompt, str):
             self._refuse_oversized(served, len(call.prompt.encode()))
             ids = prompt_ids(lambda: served.text_ids(call.prompt), "prompt")
@@ -216,15 +244,6 @@ def logit_bias(bias: dict | None, served: ServedModel, batched: bool) -> dict[in
         raise ApiError(400, f"logit_bias 的键必须是 [0, {n_vocab}) 内的 token id / logit_bias keys must be token ids in "
                        f"[0, {n_vocab}) of a local llama.cpp model", param="logit_bias", code="invalid_value")
     return parsed
-
-
-def refuse_non_chat(served: ServedModel) -> None:
-    """An embedding or rerank model cannot generate text."""
-    kind = getattr(served.resolved.spec, "kind", "chat") if served.resolved.spec else "chat"
-    if kind != "chat":
-        raise bad_request(f"{served.key} 是{'向量' if kind == 'embedding' else '重排序'}模型，不能生成文本 / {served.key} is an "
-                          f"{kind} model and cannot generate text: use /v1/{'embeddings' if kind == 'embedding' else 'rerank'}",
-                          "model", "wrong_model_kind")
 
 
 def parsing_for(served: ServedModel, call: ChatCall, thinking: bool | None) -> OutputParsing:

@@ -19,7 +19,9 @@ from danlu import __version__
 from danlu.server.errors import ApiError
 from danlu.server.generation import Generation, Job, until_disconnect
 from danlu.server.ollama import models as model_info
-from danlu.server.ollama.protocol import ChatRequest, GenerateRequest, ModelRequest, keep_alive_seconds
+from danlu.server.calls import EmbedCall
+from danlu.server.ollama.protocol import (ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest,
+                                          keep_alive_seconds)
 from danlu.server.ollama.views import OllamaView, created_at
 from danlu.server.security import require_api_key
 
@@ -129,6 +131,25 @@ async def _lines(generation: Generation, view: OllamaView) -> AsyncIterator[str]
         yield json.dumps(error.ollama_body(), ensure_ascii=False) + "\n"
     finally:
         generation.close()
+
+
+@router.post("/api/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict:
+    call = EmbedCall(body.model, body.texts(), body.truncate, body.dimensions,
+                     keep_alive_s=keep_alive_seconds(body.keep_alive))
+    result, usage = await request.app.state.service.embed(call)
+    return {"model": body.model, "embeddings": result.as_lists(), "total_duration": int(usage.total_s * 1e9),
+            "load_duration": int(usage.load_s * 1e9), "prompt_eval_count": usage.prompt_tokens}
+
+
+@router.post("/api/embeddings")
+async def embeddings(body: EmbeddingsRequest, request: Request) -> dict:
+    """Ollama's older route: one `prompt`, one `embedding` (an empty prompt gives an empty vector, as Ollama does)."""
+    if not body.prompt:
+        return {"embedding": []}
+    call = EmbedCall(body.model, [body.prompt], keep_alive_s=keep_alive_seconds(body.keep_alive))
+    result, _ = await request.app.state.service.embed(call)
+    return {"embedding": result.as_lists()[0]}
 
 
 @router.delete("/api/delete")

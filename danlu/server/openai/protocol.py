@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
-from danlu.server.calls import SAMPLING_FIELDS, ChatCall, CompletionCall, ResponseFormat
+from danlu.server.calls import SAMPLING_FIELDS, ChatCall, CompletionCall, EmbedCall, RerankCall, ResponseFormat
 from danlu.server.errors import reject_lone_surrogates, unsupported
 from danlu.streaming import MAX_STOP_CHARS, MAX_STOPS_TOTAL_CHARS
 
@@ -295,3 +295,48 @@ class CompletionRequest(SamplingRequest):
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             return prompt[0]
         return prompt
+
+
+# ---------------------------------------------------------------- embeddings and rerank
+
+
+class EmbeddingRequest(Request):
+    """POST /v1/embeddings."""
+
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]] = Field(description="a text or a list of texts")
+    model: str = Field(min_length=1, max_length=200)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(None, ge=1, description="keep the first N values (Matryoshka models)")
+    user: str | None = None
+    # --- danlu extras ---
+    input_type: Literal["query", "document"] | None = Field(None, description=(
+        "danlu extra (Jina/Cohere's name): 'query' adds the model's query instruction (bge-zh, Qwen3-Embedding)"))
+    truncate: StrictBool = Field(False, description="danlu extra: cut texts over the model's length instead of a 400")
+
+    def to_call(self) -> EmbedCall:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise unsupported("input", "input 要是文本或文本列表（不支持 token id）/ `input` must be a text or a list of "
+                              "texts (token ids are not supported)")
+        return EmbedCall(self.model, list(texts), self.truncate, self.dimensions, self.input_type)
+
+
+class RerankDocument(OpenAIModel):
+    text: str
+
+
+class RerankRequest(Request):
+    """POST /v1/rerank: the Jina/Cohere shape that llama-server's `--rerank` and Dify use."""
+
+    model: str = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=1000)
+    top_n: StrictInt | None = Field(None, ge=1)
+    return_documents: StrictBool = False
+    truncate: StrictBool = True
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+    def to_call(self) -> RerankCall:
+        return RerankCall(self.model, self.query, self.texts(), self.truncate)

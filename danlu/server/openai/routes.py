@@ -1,4 +1,5 @@
-"""The OpenAI endpoints: /v1/chat/completions, /v1/completions, /v1/models. Thin: a request model becomes a
+"""The OpenAI endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank (Jina/Cohere's shape),
+/v1/models. Thin: a request model becomes a
 call (protocol.py), the service runs it, a view shapes what comes back (views.py)."""
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from starlette.background import BackgroundTask
 
 from danlu.server.errors import ApiError
 from danlu.server.generation import Generation, until_disconnect
-from danlu.server.openai.protocol import ChatCompletionRequest, CompletionRequest
-from danlu.server.openai.views import ChatView, CompletionView, ErrorResponse, ModelCard, ModelList, View, new_id
+from danlu.server.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RerankRequest
+from danlu.server.openai.views import (ChatView, CompletionView, ErrorResponse, ModelCard, ModelList, View,
+                                       embedding_response, new_id, rerank_response)
 from danlu.server.security import require_api_key
 
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 429, 503)}
@@ -58,6 +60,19 @@ async def completions(body: CompletionRequest, request: Request):
                                                                                                          "replace")
     view = CompletionView(new_id("cmpl"), body.model, body.stream_options, body.logprobs is not None, echo)
     return await answer(request, generation, view, body.stream)
+
+
+@router.post("/v1/embeddings", responses=ERRORS)
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
+    result, usage = await service_of(request).embed(body.to_call())
+    return embedding_response(result, body.model, body.encoding_format, usage)
+
+
+@router.post("/v1/rerank", responses=ERRORS)
+@router.post("/rerank", responses=ERRORS, include_in_schema=False)
+async def rerank(body: RerankRequest, request: Request) -> dict:
+    scores, usage = await service_of(request).rerank(body.to_call())
+    return rerank_response(scores, body.texts(), body.model, body.top_n, body.return_documents, usage)
 
 
 async def answer(request: Request, generation: Generation, view: View, stream: bool):

@@ -304,3 +304,28 @@ def _text_finish(reason: str) -> Literal["stop", "length"]:
 
 
 View = ChatView | CompletionView
+
+
+# ---------------------------------------------------------------- embeddings and rerank
+
+
+def embedding_response(result, model: str, encoding: str, usage: Usage) -> dict:
+    """OpenAI's embeddings list; base64 is the little-endian float32 bytes, as OpenAI sends them."""
+    import base64
+
+    vectors = result.vectors.astype("<f4")
+    data = [{"object": "embedding", "index": i,
+             "embedding": base64.b64encode(row.tobytes()).decode() if encoding == "base64" else row.tolist()}
+            for i, row in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}}
+
+
+def rerank_response(scores: list[float], documents: list[str], model: str, top_n: int | None, with_text: bool,
+                    usage: Usage) -> dict:
+    """Jina/Cohere's results, most relevant first (`index` into the request's documents)."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[: top_n or len(scores)]
+    results = [{"index": i, "relevance_score": scores[i], **({"document": {"text": documents[i]}} if with_text else {})}
+               for i in order]
+    return {"id": new_id("rerank"), "model": model, "results": results,
+            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}}
