@@ -56,6 +56,9 @@ bench: models
 	$(BIN)/python -m bench.serve_overhead
 	$(BIN)/python -m bench.fit_table
 	$(BIN)/python -m bench.json_speed
+	$(BIN)/python -m bench.tool_calls
+	$(BIN)/python -m bench.embed_speed
+	$(BIN)/python -m bench.ollama_vs_openai
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
