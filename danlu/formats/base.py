@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from danlu.errors import DanluError
+from danlu.registry import Registry
 
 ROLES = ("system", "user", "assistant")
 TOOL_ROLE = "tool"  # tool results, accepted by formats that have a tool protocol
@@ -71,16 +72,14 @@ class ChatFormat:
         return self.renderer(messages, add_generation_prompt)
 
 
-_REGISTRY: dict[str, ChatFormat] = {}
+_REGISTRY: Registry[ChatFormat] = Registry(("对话格式", "prompt format"))
 
 
 def register_format(name: str, **attrs) -> Callable:
     """Decorator: register `render` under `name` as a ChatFormat with the given attributes."""
 
     def decorator(render: Callable[[list[dict], bool], list[Segment]]):
-        if name in _REGISTRY:
-            raise ValueError(f"prompt format {name!r} is registered twice")
-        _REGISTRY[name] = ChatFormat(name=name, renderer=render, **attrs)
+        _REGISTRY.add(name, ChatFormat(name=name, renderer=render, **attrs))
         return render
 
     return decorator
@@ -88,18 +87,12 @@ def register_format(name: str, **attrs) -> Callable:
 
 def get_format(name: str) -> ChatFormat:
     """The registered format called `name`; an unknown name is a user error that lists the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(format_names())
-        raise DanluError(
-            f"未知的对话格式 '{name}'，可用的有：{known} / unknown prompt format '{name}'; known: {known}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def format_names() -> list[str]:
     """Names of all registered formats, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def to_text(segments: Iterable[Segment]) -> str:

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from danlu.errors import DanluError
+from danlu.registry import Registry
 from danlu.outputs.scan import split_trailing_space
 
 
@@ -177,32 +177,19 @@ class ToolCallParser:
         return isinstance(name, str) and bool(name) and (self.known is None or name in self.known)
 
 
-_REGISTRY: dict[str, Callable[..., ToolCallParser]] = {}
+_REGISTRY: Registry[Callable[..., ToolCallParser]] = Registry(("工具调用协议", "tool-call protocol"))
 
 
 def register_tool_parser(name: str) -> Callable:
     """Decorator: register a parser class under the protocol's name."""
-
-    def decorator(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"tool-call parser {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return lambda factory: _REGISTRY.add(name, factory)
 
 
 def get_tool_parser(name: str) -> Callable[..., ToolCallParser]:
     """The parser class for protocol `name`; call it with the request's `tools` (and a `seed` in tests)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(tool_parser_names())
-        raise DanluError(
-            f"未知的工具调用协议 '{name}'，可用的有：{known} / unknown tool-call protocol '{name}'; known: {known}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def tool_parser_names() -> list[str]:
     """Names of all registered tool-call protocols, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()

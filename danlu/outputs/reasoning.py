@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from danlu.errors import DanluError
+from danlu.registry import Registry
 from danlu.outputs.scan import partial_suffix, split_trailing_space
 
 OPEN_TAG = "<think>"
@@ -57,35 +57,22 @@ class Split:
         return Split(self.reasoning + other.reasoning, self.content + other.content)
 
 
-_REGISTRY: dict[str, Callable[..., ThinkSplitter]] = {}
+_REGISTRY: Registry[Callable[..., "ThinkSplitter"]] = Registry(("思考解析器", "reasoning parser"))
 
 
 def register_reasoning(name: str) -> Callable:
     """Decorator: register a splitter factory (a class, usually) under `name`."""
-
-    def decorator(factory):
-        if name in _REGISTRY:
-            raise ValueError(f"reasoning parser {name!r} is registered twice")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+    return lambda factory: _REGISTRY.add(name, factory)
 
 
 def get_reasoning(name: str) -> Callable[..., ThinkSplitter]:
     """The splitter factory called `name`; call it (`thinking=False` when the prompt turned thinking off)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(reasoning_names())
-        raise DanluError(
-            f"未知的思考解析器 '{name}'，可用的有：{known} / unknown reasoning parser '{name}'; known: {known}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def reasoning_names() -> list[str]:
     """Names of all registered reasoning splitters, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def strip_reasoning(text: str, name: str, *, thinking: bool = True) -> tuple[str, str]:
