@@ -20,7 +20,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Awaitable, TypeVar
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from danlu.backends.base import Chunk, GenerationParams
 from danlu.backends.requests import Event, SubmitOptions
@@ -91,6 +93,17 @@ async def until_disconnect(awaitable: Awaitable[T], request: Request | None) -> 
     if work.done() and not work.cancelled():
         return work.result()
     raise ClientGone()
+
+
+async def respond(request: Request, generation: "Generation", lines: AsyncIterator[str] | None, shape: Any,
+                  media_type: str, headers: dict | None = None):
+    """A protocol's answer: its streamed `lines`, or `shape(reply)` of the whole reply; closed either way."""
+    if lines is not None:
+        return StreamingResponse(lines, media_type=media_type, headers=headers, background=BackgroundTask(generation.close))
+    try:
+        return shape(await until_disconnect(generation.reply(), request))
+    finally:
+        generation.close()
 
 
 async def _disconnected(request: Request) -> None:

@@ -13,11 +13,10 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from danlu import __version__
 from danlu.server.errors import ApiError
-from danlu.server.generation import Generation, Job, until_disconnect
+from danlu.server.generation import Generation, Job, respond
 from danlu.server.ollama import models as model_info
 from danlu.server.calls import EmbedCall
 from danlu.server.ollama.protocol import (ChatRequest, EmbeddingsRequest, EmbedRequest, GenerateRequest, ModelRequest,
@@ -106,13 +105,7 @@ async def _load_only(request: Request, model: str, keep_alive_s: float | None, c
 
 
 async def answer(request: Request, generation: Generation, view: OllamaView, stream: bool):
-    if stream:
-        return StreamingResponse(_lines(generation, view), media_type=NDJSON,
-                                 background=BackgroundTask(generation.close))
-    try:
-        return view.whole(await until_disconnect(generation.reply(), request))
-    finally:
-        generation.close()
+    return await respond(request, generation, _lines(generation, view) if stream else None, view.whole, NDJSON)
 
 
 async def _lines(generation: Generation, view: OllamaView) -> AsyncIterator[str]:

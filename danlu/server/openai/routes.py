@@ -9,11 +9,9 @@ import json
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from danlu.server.errors import ApiError
-from danlu.server.generation import Generation, until_disconnect
+from danlu.server.generation import Generation, respond
 from danlu.server.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, RerankRequest
 from danlu.server.openai.views import (ChatView, CompletionView, ErrorResponse, ModelCard, ModelList, View,
                                        embedding_response, new_id, rerank_response)
@@ -77,13 +75,8 @@ async def rerank(body: RerankRequest, request: Request) -> dict:
 
 async def answer(request: Request, generation: Generation, view: View, stream: bool):
     """A streamed (SSE, ending in `data: [DONE]`) or whole answer; the generation is closed either way."""
-    if stream:
-        return StreamingResponse(sse(generation, view), media_type="text/event-stream", headers=SSE_HEADERS,
-                                 background=BackgroundTask(generation.close))
-    try:
-        return view.response(await until_disconnect(generation.reply(), request))
-    finally:
-        generation.close()
+    return await respond(request, generation, sse(generation, view) if stream else None, view.response,
+                         "text/event-stream", SSE_HEADERS)
 
 
 async def sse(generation: Generation, view: View) -> AsyncIterator[str]:
