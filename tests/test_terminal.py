@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 
-from danlu import cli
 from danlu.arena.store import ArenaStore
 from danlu.sessions import SessionStore
 from danlu.terminal import one_line, plain, visible
@@ -72,8 +71,14 @@ def test_adapters_table_prints_names_and_bases_as_written(danlu_home):
 
 
 def test_run_streams_model_output_with_escapes_shown_and_chinese_and_newlines_kept(capsys):
+    from rich.console import Console
+
+    from danlu.reply_view import ReplyView
+
+    view = ReplyView(Console(stderr=True), reasoning=None)
     for piece in ["你好", "\x1b[2J", "\x1b]8;;https://evil.example\x07点我", "\n第二行"]:
-        cli._print_stream(piece)
+        view.feed(piece)
+    view.close()
     assert capsys.readouterr().out == "你好\\x1b[2J\\x1b]8;;https://evil.example\\x07点我\n第二行"
 
 
