@@ -121,6 +121,8 @@ QuantOpt = typer.Option(None, "--quantize", help="8bit | 4bit (bitsandbytes, CUD
 DtypeOpt = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16")
 StrategyOpt = typer.Option(None, "--rwkv-strategy", help="e.g. 'cuda fp16i8 *20+ -> cpu fp32'")
 ForceOpt = typer.Option(False, "--force", help="放不下也加载（可能内存不足）/ load even when fit says it will not fit")
+DraftOpt = typer.Option("auto", "--draft", help="推测解码的草稿：模型 id、ngram（提示查找）或 none；默认用目录里的草稿模型（若已下载）/ "
+                        "speculative decoding draft: a model id, ngram (prompt lookup) or none; default: the catalog's draft model, if pulled")
 
 
 def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force) -> dict:
@@ -136,7 +138,7 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
              session: Optional[str] = typer.Option(None, "--session", help="继续一个已保存的会话 / resume a saved session"),
              backend: Optional[str] = BackendOpt, lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt,
              trust_remote_code: bool = RemoteCodeOpt, quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt,
-             rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt) -> None:
+             rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt, draft: str = DraftOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
     from danlu.repl import ChatREPL
     from danlu.sessions import SessionStore
@@ -144,7 +146,7 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     settings = get_settings()
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
-                                    rwkv_chat_rules=True, **extra)
+                                    rwkv_chat_rules=True, draft=draft, **extra)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
     if system:
         repl.handle(f"/system {system}")
@@ -161,13 +163,13 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
             lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
             quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt,
-            force: bool = ForceOpt) -> None:
+            force: bool = ForceOpt, draft: str = DraftOpt) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
     from danlu.oneshot import run_once
 
     text = prompt if prompt is not None else sys.stdin.read()
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
-    loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
+    loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, draft=draft, **extra)
     result = run_once(loaded, text, system=system, max_tokens=max_tokens, temperature=temperature, seed=seed,
                       on_text=None if as_json else _print_stream)
     if as_json:
