@@ -50,6 +50,8 @@ bench: models
 	$(BIN)/python -m bench.serve_prefix
 	$(BIN)/python -m bench.eval_speed
 	$(BIN)/python -m bench.raw_speed
+	$(BIN)/danlu pull qwen2.5-coder-0.5b-instruct
+	OMP_WAIT_POLICY=passive $(BIN)/python -m bench.speculative
 	$(BIN)/python -m bench.serve_overhead
 	$(BIN)/python -m bench.fit_table
 

@@ -147,12 +147,20 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
                                     rwkv_chat_rules=True, draft=draft, **extra)
+    _say_draft(loaded)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
     if system:
         repl.handle(f"/system {system}")
     if session:
         repl.handle(f"/load {session}")
     repl.run()
+
+
+def _say_draft(loaded) -> None:
+    speculator = getattr(loaded.engine, "speculator", None)
+    if speculator is not None:
+        name = escape(speculator.drafter.name)
+        console.print(t(f"推测解码：草稿 {name}（--draft none 关闭）", f"Speculative decoding: draft {name} (--draft none turns it off)"))
 
 
 @app.command("run")

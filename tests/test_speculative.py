@@ -16,7 +16,8 @@ import llama_cpp
 from danlu.backends import acceptance, spec_sampling
 from danlu.backends.base import GenerationParams, LoadPlan, Timings
 from danlu.backends.drafters import ModelDrafter, NgramDrafter, same_vocabulary
-from danlu.backends.speculative import COOLDOWN_START, JUDGE_AFTER, DraftLength, Speculator
+from danlu.backends.draft_length import PROBE_START, REPROBE_GENERATIONS, BatchCost, DraftLength
+from danlu.backends.speculative import Speculator
 from danlu.backends.spec_sampling import Distribution
 
 import tiny_models as tm
@@ -141,40 +142,82 @@ def test_penalties_use_only_the_last_64_generated_tokens():
 
 
 # --- the draft length ------------------------------------------------------------------------------------
-def test_draft_length_grows_on_full_acceptance_and_shrinks_past_the_first_rejection():
-    length = DraftLength(k=4, start=4, k_max=8, plain_s=1.0)
-    length.record(4, 4, 0.1)
-    assert length.k == 6
-    length.record(6, 1, 0.1)
-    assert length.k == 2
-    length.record(2, 0, 0.1)
-    assert length.k == 1
+def _length(**kw) -> DraftLength:
+    length = DraftLength(**kw)
+    length.begin()
+    return length
 
 
 def test_draft_length_measures_plain_decoding_first():
-    length = DraftLength()
+    length = _length()
     assert length.next(room=10) == 0
-    length.record(0, 0, 0.05)
-    assert length.plain_s == 0.05 and length.next(room=10) == 4
-    assert length.next(room=2) == 2
+    length.record(0, 0, 0.0, 0.05)
+    assert length.plain_s == 0.05 and length.next(room=10) > 0
+    assert length.next(room=2) <= 2
 
 
-def test_drafting_that_does_not_pay_falls_back_to_plain_then_tries_again():
-    length = DraftLength(plain_s=0.05)
-    for _ in range(JUDGE_AFTER):
-        length.record(4, 0, 0.08)  # one token per round, slower than a plain step
-    assert [length.next(room=10) for _ in range(COOLDOWN_START)] == [0] * COOLDOWN_START
-    assert length.next(room=10) == length.start
-    for _ in range(JUDGE_AFTER):
-        length.record(4, 0, 0.08)
-    assert length.cooldown == 2 * COOLDOWN_START  # failing again waits longer
+def test_full_acceptance_on_a_bandwidth_bound_machine_drafts_long():
+    length = _length(k_max=10, plain_s=0.05)
+    for _ in range(8):
+        k = length.next(room=100)
+        length.record(k, k, 0.01 * k, 0.05 * (1 + 0.05 * k))  # each extra position costs 5% of a step
+    assert length.alpha > 0.9 and length.next(room=100) == 10
 
 
-def test_drafting_that_pays_is_kept():
-    length = DraftLength(plain_s=0.05)
-    for _ in range(10):
-        length.record(4, 4, 0.08)  # five tokens for the price of 1.6 plain steps
-    assert length.cooldown == 0 and length.next(room=100) == length.k_max
+def test_early_rejections_shorten_the_draft():
+    length = _length(k_max=10, plain_s=0.05, batch=BatchCost(prior_beta=0.05), draft_s=0.01)
+    long = length.next(room=100)
+    for _ in range(6):
+        length.record(4, 1, 0.04, 0.06)
+    assert 0 < length.next(room=100) < long
+
+
+def test_a_compute_bound_machine_decodes_plainly_and_probes_at_growing_intervals():
+    length = _length(plain_s=0.05)
+    for _ in range(12):
+        k = length.next(room=10) or 2
+        length.record(k, k - 1, 0.0, 0.05 * (1 + k))  # every position costs a whole step: batching saves nothing
+    gaps = []
+    for _ in range(3):
+        plain = 0
+        while (k := length.next(room=10)) == 0:
+            plain += 1
+        gaps.append(plain)
+        assert k == 2  # a small probe
+        length.record(2, 1, 0.0, 0.15)  # which did not pay either
+    assert gaps[0] < gaps[1] < gaps[2] and gaps[2] >= 2 * PROBE_START
+
+
+def test_batch_cost_is_learned_per_size_and_interpolated():
+    cost = BatchCost(prior_beta=0.25)
+    assert cost.of(1) == 1.0 and cost.of(5) == pytest.approx(1 + 0.25 * 4)
+    cost.learn(4, 4.0)  # compute bound: four positions cost four steps
+    cost.learn(16, 6.0)  # a large batch saves: sixteen cost six
+    assert cost.of(4) == pytest.approx(4.0) and cost.of(16) == pytest.approx(6.0)
+    assert cost.of(8) == pytest.approx(1 + 0.25 * 7)  # not measured: the prior
+    assert cost.of(12) == pytest.approx((1 + 0.25 * 7 + 6.0) / 2)
+
+
+def test_large_drafts_are_chosen_where_only_large_batches_save():
+    """A busy CPU: small batches cost a step per position, large ones less; copying text accepts nearly all."""
+    length = _length(k_max=32, plain_s=0.05, draft_s=0.0)
+    for n, ratio in ((2, 2.0), (4, 4.0), (8, 8.0), (16, 9.5), (32, 14.0)):
+        length.batch.learn(n, ratio)
+    length.accepted, length.trials = 30.0, 31.0
+    k, gain = length.best(32)
+    assert k >= 15 and gain > 1.2
+    length.accepted, length.trials = 5.0, 10.0  # half the drafted tokens rejected: nothing pays
+    assert length.next(room=32) == 0
+
+
+def test_a_draft_model_as_slow_as_the_target_is_probed_only_in_a_later_generation():
+    length = _length(plain_s=0.05, batch=BatchCost(prior_beta=0.05), draft_s=0.05, alpha_prior=0.9,
+                     costly_probe=True, unprobed=0)
+    assert length.best(10)[1] < 1
+    assert not any(length.next(room=10) for _ in range(1000))  # catching the draft up would cost more
+    for _ in range(REPROBE_GENERATIONS):
+        length.begin()
+    assert any(length.next(room=10) for _ in range(PROBE_START))
 
 
 # --- prompt lookup ---------------------------------------------------------------------------------------
@@ -225,7 +268,7 @@ def tiny_pair(tmp_path_factory):
 def tiny_speculator(tiny_pair):
     target, draft = tiny_pair
     target.speculator = Speculator(target, ModelDrafter(draft, "tiny-draft", p_min=0.0),
-                                   DraftLength(k=2, start=2, plain_s=1e9))  # drafting always "pays"
+                                   DraftLength(k_max=2, plain_s=1e9))  # drafting always "pays"
     yield target
     target.speculator = None
 
@@ -306,6 +349,19 @@ def test_stop_string_inside_an_accepted_draft_cuts_the_text_like_plain_decoding(
     assert got[-1].finish_reason == expected[-1][1] == "stop"
 
 
+def test_stopping_the_stream_midway_leaves_a_cache_the_next_turn_can_reuse(tiny_speculator):
+    """Ctrl-C closes the generator between chunks: the KV bookkeeping must still describe the cache."""
+    engine = tiny_speculator
+    prompt = engine.tokenize("丹炉是一个本地的大模型工作台", add_bos=True)
+    params = GenerationParams(max_tokens=30, temperature=0.0)
+    stream = engine.generate(prompt, params)
+    said = [t for _, chunk in zip(range(3), stream) for t in chunk.token_ids]
+    stream.close()
+    assert engine.llm._requires_eval and list(engine.llm._input_ids[: len(prompt)]) == prompt
+    chunks = list(engine.generate(prompt + said, params))
+    assert chunks[-1].timings.cached_tokens >= len(prompt) and chunks[-1].timings.completion_tokens == 30
+
+
 def test_budget_and_context_cap_the_draft(tiny_speculator):
     engine = tiny_speculator
     prompt = engine.tokenize("我们一起去公园玩吧", add_bos=True)
@@ -318,7 +374,7 @@ def test_prompt_lookup_on_the_tiny_model_is_greedy_decoding(tiny_pair):
     prompt = engine.tokenize("你好，世界！今天天气很好。你好，世界！今天", add_bos=True)
     params = GenerationParams(max_tokens=20, temperature=0.0)
     plain = plain_tokens(engine, prompt, params)
-    engine.speculator = Speculator(engine, NgramDrafter(), DraftLength(k=8, start=8, plain_s=1e9))
+    engine.speculator = Speculator(engine, NgramDrafter(), DraftLength(k_max=8, plain_s=1e9))
     try:
         engine.llm.reset()
         assert _tokens(engine, prompt, params) == plain

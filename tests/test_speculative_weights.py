@@ -11,7 +11,8 @@ import pytest
 
 from danlu.backends.base import GenerationParams
 from danlu.backends.drafters import ModelDrafter, NgramDrafter
-from danlu.backends.speculative import DraftLength, Speculator
+from danlu.backends.draft_length import DraftLength
+from danlu.backends.speculative import Speculator
 from danlu.chat import Message
 
 from plain_reference import plain_tokens
@@ -65,7 +66,7 @@ def with_drafter(qwen, qwen05_engine):
     def attach(kind: str) -> Speculator:
         drafter = NgramDrafter() if kind == "ngram" else ModelDrafter.for_target(engine, qwen05_engine, "qwen05")
         # measured as paying, so every round drafts: the test is about output, not about the pay-off rule
-        engine.speculator = Speculator(engine, drafter, DraftLength(k=4, start=4, k_max=8, plain_s=1e9))
+        engine.speculator = Speculator(engine, drafter, DraftLength(k_max=8, plain_s=1e9))
         return engine.speculator
 
     yield attach

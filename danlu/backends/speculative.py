@@ -8,11 +8,11 @@ follows on its next call. Output is plain decoding's: the same tokens under gree
 under sampling. Streaming, stop ids, stop strings (UTF-8 safe, via TextStream), the token budget, the KV
 prefix reuse across chat turns and Ctrl-C behave as in the plain loop of llamacpp.py.
 
-How many tokens to draft is decided per round by `DraftLength`: it grows on full acceptance, shrinks to
-just past the first rejection, and compares the measured seconds per emitted token with plain decoding's;
-when drafting does not pay (low acceptance, a slow drafter), it decodes plainly for a while and then
-tries again, so speculation is never much slower than plain decoding. It is off (plain decoding) for
-constrained output (`GenerationParams.constraint`), beam search and negative temperatures.
+How many tokens to draft is decided per round by `DraftLength` (backends/draft_length.py) from the
+measured acceptance and costs: longer drafts while they are accepted, shorter after rejections, and plain
+decoding (with an occasional probe) where drafting does not pay, so speculation is never much slower than
+plain decoding. It is off (plain decoding) for constrained output (`GenerationParams.constraint`), beam
+search and negative temperatures.
 """
 
 from __future__ import annotations
@@ -27,67 +27,14 @@ from danlu.streaming import TextStream
 
 from . import acceptance
 from .base import Chunk, GenerationParams, Timings
+from .draft_length import DraftLength
 from .drafters import Draft, Drafter, NgramDrafter
 
-#: A step's time is smoothed over the last few rounds (machine noise is large on a shared CPU).
-EMA = 0.3
-#: Plain steps before drafting is tried again after it did not pay; doubled each time it fails again.
-COOLDOWN_START, COOLDOWN_MAX = 8, 128
-#: Drafting rounds before the pay-off is judged (one unlucky round says little).
-JUDGE_AFTER = 3
-
-
-@dataclass
-class DraftLength:
-    """The adaptive draft length and the pay-off test that switches drafting off and on again."""
-
-    k: int = 4
-    k_min: int = 1
-    k_max: int = 12
-    start: int = 4
-    plain_s: float | None = None  # seconds per token of a plain step (kept across generations)
-    spec_s: float | None = None  # seconds per emitted token of the drafting rounds since the last (re)start
-    tried: int = 0  # drafting rounds since the last (re)start
-    cooldown: int = 0
-    backoff: int = COOLDOWN_START
-
-    def begin(self) -> None:
-        """A new generation: its content may draft better or worse than the last one's."""
-        self.k, self.spec_s, self.tried, self.cooldown, self.backoff = self.start, None, 0, 0, COOLDOWN_START
-
-    def next(self, room: int) -> int:
-        """How many tokens to draft now (0: a plain step); `room` caps it (budget, context)."""
-        if self.plain_s is None or self.cooldown > 0:  # measure plain decoding first
-            self.cooldown = max(self.cooldown - 1, 0)
-            return 0
-        return max(0, min(self.k, room))
-
-    def record(self, drafted: int, accepted: int, seconds: float) -> None:
-        """One round's outcome: `drafted` tokens proposed, `accepted` kept, `seconds` for the whole round."""
-        if drafted == 0:
-            self.plain_s = _ema(self.plain_s, seconds)
-            return
-        self.spec_s, self.tried = _ema(self.spec_s, seconds / (accepted + 1)), self.tried + 1
-        full = accepted == drafted
-        self.k = min(self.k_max, self.k + 2) if full else max(self.k_min, min(self.k - 1, accepted + 1))
-        if self.plain_s is None or self.tried < JUDGE_AFTER:
-            return
-        if self.spec_s > self.plain_s:  # drafting costs more than it saves: decode plainly for a while
-            self.cooldown, self.backoff = self.backoff, min(self.backoff * 2, COOLDOWN_MAX)
-            self.k, self.spec_s, self.tried = self.start, None, 0
-        elif self.spec_s < self.plain_s * 0.9:
-            self.backoff = COOLDOWN_START  # paying again: a later slump starts with a short pause
-
-
 def length_for(drafter) -> DraftLength:
-    """Prompt lookup drafts for free, so it starts longer and may go further than a draft model."""
+    """Prompt lookup drafts for free and copies long runs, so it may go further than a draft model."""
     if isinstance(drafter, NgramDrafter):
-        return DraftLength(k=8, start=8, k_max=16)
-    return DraftLength(k=4, start=4, k_max=10)
-
-
-def _ema(old: float | None, new: float) -> float:
-    return new if old is None else (1 - EMA) * old + EMA * new
+        return DraftLength(k_max=32, alpha_prior=0.6, draft_guess=0.0)
+    return DraftLength(k_max=10, alpha_prior=0.7, costly_probe=True)
 
 
 @dataclass
@@ -102,13 +49,16 @@ class SpeculationStats:
     def acceptance_rate(self) -> float | None:
         return self.accepted / self.drafted if self.drafted else None
 
+    def add(self, rounds: int, drafted: int, accepted: int) -> None:
+        self.rounds, self.drafted, self.accepted = self.rounds + rounds, self.drafted + drafted, self.accepted + accepted
+
 
 class Speculator:
     """Speculative decoding for one LlamaCppEngine (the target) with one drafter."""
 
     def __init__(self, engine, drafter: Drafter, length: DraftLength | None = None):
         self.engine, self.drafter = engine, drafter
-        self.length = length or DraftLength()
+        self.length = length or length_for(drafter)
         self.stats = SpeculationStats()
 
     @staticmethod
@@ -142,7 +92,7 @@ class Speculator:
                 token = verdict.token
         finally:  # also on Ctrl-C: the next plain generate must re-decode, not trust this loop's logits
             engine.llm._requires_eval = True
-            self._add(tally)
+            self.stats.add(tally.rounds, tally.drafted, tally.accepted)
         timings = _timings(len(ids), cached, len(out.tokens), start, first, tally.drafted, tally.accepted)
         yield Chunk(out.tail(), out.take_pending(), finish_reason=out.finish, timings=timings)
 
@@ -151,16 +101,12 @@ class Speculator:
         """Draft after `seq` (whose last token, `token`, is not in the target yet), verify, adapt k."""
         began = time.perf_counter()
         draft = self._draft(seq, out, params, rng)
+        drafted = time.perf_counter()
         verdict = self._verify(token, draft, out.tokens, params, rng)
-        self.length.record(len(draft.tokens), verdict.accepted, time.perf_counter() - began)
+        self.length.record(len(draft.tokens), verdict.accepted, drafted - began, time.perf_counter() - drafted)
         if draft.tokens:
-            tally.rounds, tally.drafted, tally.accepted = tally.rounds + 1, tally.drafted + len(draft.tokens), \
-                tally.accepted + verdict.accepted
+            tally.add(1, len(draft.tokens), verdict.accepted)
         return verdict, draft
-
-    def _add(self, tally: SpeculationStats) -> None:
-        s = self.stats
-        s.rounds, s.drafted, s.accepted = s.rounds + tally.rounds, s.drafted + tally.drafted, s.accepted + tally.accepted
 
     def _draft(self, seq: list[int], out: "_Output", params: GenerationParams, rng: np.random.Generator) -> Draft:
         """Up to k tokens, fewer near the end of the budget or the context (the pending token needs room too)."""
