@@ -203,10 +203,10 @@ def test_large_drafts_are_chosen_where_only_large_batches_save():
     length = _length(k_max=32, plain_s=0.05, draft_s=0.0)
     for n, ratio in ((2, 2.0), (4, 4.0), (8, 8.0), (16, 9.5), (32, 14.0)):
         length.batch.learn(n, ratio)
-    length.accepted, length.trials = 30.0, 31.0
+    length.alpha = 0.97
     k, gain = length.best(32)
     assert k >= 15 and gain > 1.2
-    length.accepted, length.trials = 5.0, 10.0  # half the drafted tokens rejected: nothing pays
+    length.alpha = 0.5  # half the drafted tokens rejected: nothing pays
     assert length.next(room=32) == 0
 
 

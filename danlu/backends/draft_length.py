@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 #: Weight of the newest observation in the moving averages of costs.
 EMA = 0.3
-#: Acceptance is counted with this decay per round: recent rounds say most about the text now.
-ACCEPT_DECAY = 0.8
+#: Weight of the newest round in the acceptance estimate: a rejection after a long accepted run must
+#: shorten the next draft at once (copied text ends abruptly where an edit begins).
+ACCEPT_EMA = 0.5
 #: Draft only when it is expected to beat plain decoding by this much (a margin for measurement noise).
 MARGIN = 1.05
 #: Plain steps between probes while drafting does not pay; doubled after each probe that did not pay.
@@ -74,8 +75,7 @@ class DraftLength:
     draft_guess: float = 0.35
     plain_s: float | None = None  # seconds per plain step (kept across generations, like the costs)
     batch: BatchCost = field(default_factory=BatchCost)
-    accepted: float = 0.0
-    trials: float = 0.0
+    alpha: float = 0.7
     idle: int = 0  # plain steps since drafting last paid or was probed
     probe_every: int = PROBE_START
     costly_probe: bool = False  # a draft model: probing first decodes every token it missed
@@ -83,12 +83,8 @@ class DraftLength:
 
     def begin(self) -> None:
         """A new generation: its text may draft better or worse than the last one's."""
-        self.accepted, self.trials = 2 * self.alpha_prior, 2.0  # the prior weighs as two tokens
+        self.alpha = self.alpha_prior
         self.idle, self.probe_every, self.unprobed = 0, PROBE_START, self.unprobed + 1
-
-    @property
-    def alpha(self) -> float:
-        return self.accepted / self.trials if self.trials else self.alpha_prior
 
     def next(self, room: int) -> int:
         """How many tokens to draft now (0: a plain step); `room` caps it (budget, context)."""
@@ -129,8 +125,9 @@ class DraftLength:
         if drafted == 0:
             self.plain_s = _ema(self.plain_s, verify_s)
             return
-        self.accepted = ACCEPT_DECAY * self.accepted + accepted
-        self.trials = ACCEPT_DECAY * self.trials + accepted + (accepted < drafted)
+        # per round, the geometric estimate: accepted ÷ tokens tried (the rejected one included)
+        observed = 1.0 if accepted == drafted else accepted / (accepted + 1)
+        self.alpha = (1 - ACCEPT_EMA) * self.alpha + ACCEPT_EMA * observed
         self.draft_s = _ema(self.draft_s, draft_s / drafted)
         if self.plain_s:
             self.batch.learn(drafted + 1, verify_s / self.plain_s)

@@ -105,10 +105,12 @@ class ModelDrafter:
 
 @dataclass
 class NgramDrafter:
-    """Prompt lookup: the latest earlier occurrence of the last n tokens (n from n_max down to n_min)."""
+    """Prompt lookup: the latest earlier occurrence of the last n tokens (n from n_max down to n_min). A short
+    match says little about what comes next, so it proposes at most `per_match` tokens per matched token."""
 
-    n_max: int = 4
-    n_min: int = 2
+    n_max: int = 8
+    n_min: int = 3
+    per_match: int = 4
     name: str = "ngram"
     _seq: list[int] = field(default_factory=list)
     _index: dict[int, dict[tuple[int, ...], int]] = field(default_factory=dict)  # n → n-gram → where its follower is
@@ -121,7 +123,7 @@ class NgramDrafter:
                 continue
             start = self._index[n].get(tuple(self._seq[-n:]))
             if start is not None:
-                return Draft(self._seq[start:start + k])
+                return Draft(self._seq[start:start + min(k, self.per_match * n)])
         return Draft([])
 
     def _follow(self, seq: Sequence[int]) -> None:
