@@ -14,7 +14,7 @@ after the results are saved: every departure is such a tie.
 Then the same pair through llama.cpp's own `llama-speculative-simple` (draft-simple, and ngram-simple for
 prompt lookup), built from the installed llama-cpp-python's sdist as bench/raw_speed.py builds llama-bench.
 
-    python -m bench.speculative [--repeat 3] [--max-tokens 128] [--name speculative]
+    python -m bench.speculative [--repeat 5] [--max-tokens 128] [--name speculative]
     OMP_WAIT_POLICY=passive python -m bench.speculative   # on a busy machine (see bench/raw_speed.py)
 """
 
@@ -92,12 +92,19 @@ def danlu_run(loaded, speculator, ids: list[int], params, fresh: bool = True) ->
             "drafted": t.drafted_tokens, "accepted": t.accepted_tokens}
 
 
-def divergence(loaded, ids: list[int], plain: list[int], got: list[int]) -> dict | None:
+def divergence(loaded, ids: list[int], plain: list[int], got: list[int], replays: dict) -> dict | None:
     """Where `got` leaves plain decoding's tokens, and how close plain decoding's two candidates were there
     (replayed as plain decoding computes them: the prompt in one batch, then one token at a time)."""
     i = next((j for j, (a, b) in enumerate(zip(plain, got)) if a != b), None)
     if i is None:
         return None if len(plain) == len(got) else {"at": min(len(plain), len(got)), "gap": None}
+    key = (tuple(ids), i, got[i])
+    if key not in replays:
+        replays[key] = _replayed_gap(loaded, ids, plain, got, i)
+    return replays[key]
+
+
+def _replayed_gap(loaded, ids: list[int], plain: list[int], got: list[int], i: int) -> dict:
     engine = loaded.engine
     engine.speculator = None
     engine.llm.reset()
@@ -139,7 +146,7 @@ def summarize(samples: dict, checks: dict) -> dict:
         out[kind] = {}
         for mode, runs in modes.items():
             drafted, accepted = sum(r["drafted"] for r in runs), sum(r["accepted"] for r in runs)
-            ratios = [r["tps"] / p for r, p in zip(runs, plain)] if not mode.startswith("llama.cpp") else []
+            ratios = [r["tps"] / p for r, p in zip(runs, plain)]  # llama.cpp's run right after danlu's
             out[kind][mode] = {"tps": statistics.median(r["tps"] for r in runs),
                                "acceptance": accepted / drafted if drafted else None,
                                "speedup": statistics.median(ratios) if ratios else None,
@@ -214,20 +221,20 @@ def run(args) -> dict:
     binary = None if args.no_llama_cpp else llama_tool("llama-speculative-simple", cuda_available())
     samples = {kind: {m: [] for m in MODES} for kind in PROMPTS}
     checks: dict[str, list] = {}
+    references = {kind: danlu_run(loaded, None, ids, params)["tokens"] for kind, (ids, _) in prompts.items()}
+    replays: dict = {}
     for rep in range(args.repeat):
         for kind, (ids, text) in prompts.items():
-            reference = None
-            for mode in MODES:
+            for mode in MODES[rep % 3:] + MODES[: rep % 3]:  # rotated: no mode always runs first
                 got = danlu_run(loaded, speculators[mode], ids, params)
                 tokens = got.pop("tokens")
-                reference = reference or tokens
                 samples[kind][mode].append(got)
-                if mode != "plain":
-                    checks.setdefault(f"{kind} {mode}", []).append(divergence(loaded, ids, reference, tokens))
+                checks.setdefault(f"{kind} {mode}", []).append(divergence(loaded, ids, references[kind], tokens, replays))
                 print(json.dumps({"rep": rep, "kind": kind, "mode": mode, **got}), flush=True)
             if rep == 0:  # the control: plain decoding again, the cached prompt's last token decoded alone
                 again = danlu_run(loaded, None, ids, params, fresh=False)["tokens"]
-                checks.setdefault(f"{kind} plain-reused-cache", []).append(divergence(loaded, ids, reference, again))
+                checks.setdefault(f"{kind} plain-reused-cache", []).append(
+                    divergence(loaded, ids, references[kind], again, replays))
             for mode in ("draft", "ngram") if binary else ():
                 got = llama_cpp_run(binary, loaded.resolved.path, draft_path, text, mode, args, settings.threads)
                 samples[kind].setdefault(f"llama.cpp-{mode}", []).append(got)
@@ -244,7 +251,7 @@ def run(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--no-llama-cpp", action="store_true", help="skip llama.cpp's own speculative tool")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))

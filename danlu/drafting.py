@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from danlu.config import Settings
-from danlu.errors import DanluError, NotDownloaded
+from danlu.errors import DanluError
 
 AUTO, NONE, NGRAM = "auto", "none", "ngram"
 
@@ -61,7 +61,7 @@ def _draft_ref(loaded, choice: str, settings: Settings) -> str | None:
 
     try:
         resolve(spec.draft, settings=settings)
-    except (NotDownloaded, DanluError):
+    except DanluError:  # not pulled (NotDownloaded), or no longer in the catalog
         return None  # the catalog's draft is a speed-up, not a requirement: plain decoding without it
     return spec.draft
 
@@ -73,20 +73,16 @@ def load_model_drafter(loaded, ref: str, settings: Settings, force: bool = False
     from danlu.backends.drafters import ModelDrafter
     from danlu.fit.draft import check_draft_fits
     from danlu.hardware import detect
-    from danlu.loader import _fit, resolve
+    from danlu.loader import resolve
 
     draft = resolve(ref, settings=settings)
     if draft.backend != "llamacpp":
         raise DanluError(f"草稿模型 {draft.label} 不是 GGUF 模型 / the draft model {draft.label} is not a GGUF "
                          f"(llama.cpp) model: pick one with the same vocabulary, or use --draft ngram")
-    n_ctx = loaded.engine.n_ctx
-    target_fit = _fit(loaded.resolved, n_ctx, True, None)
-    if target_fit is not None:
-        placed = check_draft_fits(target_fit, draft.spec, draft.variant, detect(), n_ctx, draft.path, force)
-        gpu_layers = placed.gpu_layers
-    else:
-        gpu_layers = 0
-    plan = LoadPlan(path=draft.path, n_ctx=n_ctx, n_threads=settings.threads, gpu_layers=gpu_layers)
+    n_ctx = loaded.engine.n_ctx  # it follows the whole conversation: the target's context
+    # the target is loaded: the memory free now is what is left beside it
+    placed = check_draft_fits(draft.spec, draft.variant, detect(), n_ctx, draft.path, force)
+    plan = LoadPlan(path=draft.path, n_ctx=n_ctx, n_threads=settings.threads, gpu_layers=placed.gpu_layers)
     engine = load_engine(draft.spec, draft.variant, plan, "llamacpp")
     return ModelDrafter.for_target(loaded.engine, engine, draft.label)
 

@@ -108,7 +108,7 @@ class NgramDrafter:
     """Prompt lookup: the latest earlier occurrence of the last n tokens (n from n_max down to n_min). A short
     match says little about what comes next, so it proposes at most `per_match` tokens per matched token."""
 
-    n_max: int = 8
+    n_max: int = 12
     n_min: int = 3
     per_match: int = 4
     name: str = "ngram"

@@ -1,10 +1,12 @@
 """A draft model for speculative decoding, placed in what its target leaves.
 
 The draft holds its own weights, a KV cache as long as the target's context (it follows the whole
-conversation) and its own compute buffers. It is planned like any llama.cpp model, against the budget
-left after the target's plan, so `target + draft` never exceeds the machine; on a GPU it goes wherever
-the rest fits (partial offload included). Conservative on one point: a draft on the GPU is charged its
-own CUDA context although it shares the target's process.
+conversation) and its own compute buffers. It is planned like any llama.cpp model against the memory the
+target leaves — what is free once the target is loaded (the loader's case, danlu/drafting.py), or
+`left_after(target_plan)` when both are planned beforehand — so target + draft never exceed the machine;
+on a GPU it goes wherever the rest fits (partial offload included). `combined` adds the two estimates.
+Conservative on one point: a draft on the GPU is charged its own CUDA context although it shares the
+target's process.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ def left_after(target: FitResult, budget: Budget) -> Budget:
     return replace(budget, vram=max(0, budget.vram - est.gpu.total), ram=max(0, budget.ram - est.host_needed))
 
 
-def plan_draft(target: FitResult, spec: ModelSpec | None, variant: Variant | None, hw: Hardware, n_ctx: int,
-               path: Path | None = None) -> FitResult:
-    """Where the draft goes once the target is placed; its verdict is "no-fit" when the rest is too small."""
+def plan_draft(spec: ModelSpec | None, variant: Variant | None, hw: Hardware, n_ctx: int, path: Path | None = None,
+               budget: Budget | None = None) -> FitResult:
+    """Where the draft goes within `budget` (default: what `hw` has free now, i.e. with a loaded target already
+    taken out; planning both before loading, pass `left_after(target_plan, Budget.of(hw))`)."""
     if spec is not None and variant is not None:
         shape, weights, source = llamacpp_inputs(spec, variant, hw, path)
         model_id, variant_name = spec.id, variant.name
@@ -34,7 +37,7 @@ def plan_draft(target: FitResult, spec: ModelSpec | None, variant: Variant | Non
         shape, weights, source = gguf_inputs(path, hw)
         model_id, variant_name = path.name, "file"
     place = lambda k: llamacpp_estimate(shape, weights, n_ctx, k, LlamaOptions(), source)  # noqa: E731
-    return place_llamacpp(model_id, variant_name, place, shape.n_layers, left_after(target, Budget.of(hw)), n_ctx)
+    return place_llamacpp(model_id, variant_name, place, shape.n_layers, budget or Budget.of(hw), n_ctx)
 
 
 def combined(target: FitResult, draft: FitResult) -> Estimate:
@@ -44,17 +47,18 @@ def combined(target: FitResult, draft: FitResult) -> Estimate:
                    notes=t.notes + (f"draft {draft.model_id}: {fmt_bytes(d.total)}",))
 
 
-def check_draft_fits(target: FitResult, spec: ModelSpec | None, variant: Variant | None, hw: Hardware, n_ctx: int,
-                     path: Path | None = None, force: bool = False) -> FitResult:
+def check_draft_fits(spec: ModelSpec | None, variant: Variant | None, hw: Hardware, n_ctx: int,
+                     path: Path | None = None, force: bool = False, budget: Budget | None = None) -> FitResult:
     """plan_draft, raising DoesNotFit (a DanluError that says what to do) unless it fits or `force`."""
-    draft = plan_draft(target, spec, variant, hw, n_ctx, path)
+    budget = budget or Budget.of(hw)
+    draft = plan_draft(spec, variant, hw, n_ctx, path, budget)
     if draft.fits or force:
         return draft
-    need, left = fmt_bytes(draft.estimate.host_needed + draft.estimate.gpu.total), left_after(target, Budget.of(hw))
-    message = (f"草稿模型 {draft.model_id} 需要约 {need}，目标模型 {target.model_id} 之外只剩 {fmt_bytes(left.ram)} 内存"
-               f"（显存 {fmt_bytes(left.vram)}）：用 --draft ngram 或 --draft none，或减小 --ctx / "
-               f"the draft model {draft.model_id} needs about {need} but {target.model_id} leaves {fmt_bytes(left.ram)} "
-               f"of RAM ({fmt_bytes(left.vram)} of VRAM): use --draft ngram or --draft none, or a smaller --ctx")
+    need = fmt_bytes(draft.estimate.host_needed + draft.estimate.gpu.total)
+    message = (f"草稿模型 {draft.model_id} 需要约 {need}，目标模型之外只剩 {fmt_bytes(budget.ram)} 内存"
+               f"（显存 {fmt_bytes(budget.vram)}）：用 --draft ngram 或 --draft none，或减小 --ctx / "
+               f"the draft model {draft.model_id} needs about {need} but the target leaves {fmt_bytes(budget.ram)} "
+               f"of RAM ({fmt_bytes(budget.vram)} of VRAM): use --draft ngram or --draft none, or a smaller --ctx")
     raise DoesNotFit(message, draft, [])
 
 
