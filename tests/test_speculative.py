@@ -16,7 +16,7 @@ import llama_cpp
 from danlu.backends import acceptance, spec_sampling
 from danlu.backends.base import GenerationParams, LoadPlan, Timings
 from danlu.backends.drafters import ModelDrafter, NgramDrafter, same_vocabulary
-from danlu.backends.draft_length import PROBE_START, REPROBE_GENERATIONS, BatchCost, DraftLength
+from danlu.backends.draft_length import PROBE_MAX, PROBE_START, REPROBE_GENERATIONS, BatchCost, DraftLength
 from danlu.backends.speculative import Speculator
 from danlu.backends.spec_sampling import Distribution
 
@@ -172,20 +172,34 @@ def test_early_rejections_shorten_the_draft():
     assert 0 < length.next(room=100) < long
 
 
-def test_a_compute_bound_machine_decodes_plainly_and_probes_at_growing_intervals():
-    length = _length(plain_s=0.05)
-    for _ in range(12):
-        k = length.next(room=10) or 2
-        length.record(k, k - 1, 0.0, 0.05 * (1 + k))  # every position costs a whole step: batching saves nothing
+def _gaps_between_probes(length: DraftLength, outcomes: list[int], cost: float = 1.2) -> list[int]:
+    """Plain steps before each probe; each probe (2 tokens, `cost` plain steps) then gets `accepted` from `outcomes`."""
     gaps = []
-    for _ in range(3):
+    for accepted in outcomes:
         plain = 0
         while (k := length.next(room=10)) == 0:
             plain += 1
-        gaps.append(plain)
         assert k == 2  # a small probe
-        length.record(2, 1, 0.0, 0.15)  # which did not pay either
+        gaps.append(plain)
+        length.record(2, accepted, 0.0, length.plain_s * cost)
+    return gaps
+
+
+def test_a_compute_bound_machine_decodes_plainly_and_probes_rarely():
+    length = _length(plain_s=0.05, draft_s=0.0)
+    for n in (2, 4, 8, 16):
+        length.batch.learn(n, float(n))  # every position costs a whole step: batching saves nothing
+    assert length.best(10, alpha=0.99)[1] < 1  # not even perfect acceptance would pay
+    assert _gaps_between_probes(length, [0, 2], cost=3.0) == [PROBE_MAX - 1] * 2
+
+
+def test_rejected_probes_come_at_growing_intervals_and_an_accepted_one_looks_again_at_once():
+    length = _length(plain_s=0.05, draft_s=0.0, batch=BatchCost(prior_beta=0.1))
+    length.alpha = 0.0  # the text so far drafts badly
+    gaps = _gaps_between_probes(length, [0, 0, 0])
     assert gaps[0] < gaps[1] < gaps[2] and gaps[2] >= 2 * PROBE_START
+    length.alpha = 0.0
+    assert _gaps_between_probes(length, [2, 2])[1] == 0
 
 
 def test_batch_cost_is_learned_per_size_and_interpolated():

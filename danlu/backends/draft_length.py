@@ -8,8 +8,9 @@ linear: where decoding is bound by reading the weights an extra position is near
 bound by compute (a busy or weak CPU) small batches cost about a step per position and only large ones
 (16+, where llama.cpp's matrix kernels block the work) save much. Each round drafts the k that maximises
 E(k) / cost(k); when even the best k is not clearly faster than a plain step it decodes plainly, probing
-now and then (a small draft, at growing intervals) in case the text turned repetitive — rarely when even
-perfect acceptance could not pay. So k grows on full acceptance (α rises), shrinks after early rejections
+now and then (a small draft, at intervals that grow while probes are rejected, at once again after one
+that was all accepted) in case the text turned repetitive — rarely when even perfect acceptance could not
+pay. So k grows on full acceptance (α rises), shrinks after early rejections
 (α falls), and a case where drafting does not pay costs about a probe in every 16–256 tokens.
 """
 
@@ -97,7 +98,7 @@ class DraftLength:
         self.idle += 1
         if self.idle < self._probe_interval(room):
             return 0
-        self.idle, self.probe_every, self.unprobed = 0, min(self.probe_every * 2, PROBE_MAX), 0
+        self.idle, self.unprobed = 0, 0
         return min(2, room)
 
     def _probe_interval(self, room: int) -> float:
@@ -133,6 +134,10 @@ class DraftLength:
             self.batch.learn(drafted + 1, verify_s / self.plain_s)
         if self.best(self.k_max)[1] >= MARGIN:
             self.idle, self.probe_every = 0, PROBE_START
+        elif accepted == drafted:  # a probe that was all accepted: the text may be turning repetitive, look again
+            self.idle = self.probe_every
+        else:
+            self.probe_every = min(self.probe_every * 2, PROBE_MAX)
 
 
 def _ema(old: float | None, new: float) -> float:

@@ -109,7 +109,7 @@ class NgramDrafter:
     match says little about what comes next, so it proposes at most `per_match` tokens per matched token."""
 
     n_max: int = 12
-    n_min: int = 3
+    n_min: int = 5  # shorter matches were mostly wrong guesses in code edits: a wasted batch on a busy CPU
     per_match: int = 4
     name: str = "ngram"
     _seq: list[int] = field(default_factory=list)
