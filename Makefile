@@ -53,6 +53,7 @@ bench: models
 	$(BIN)/python -m bench.serve_prefix
 	$(BIN)/python -m bench.eval_speed
 	$(BIN)/python -m bench.raw_speed
+	OMP_WAIT_POLICY=passive $(BIN)/python -m bench.speculative
 	$(BIN)/python -m bench.serve_overhead
 	$(BIN)/python -m bench.fit_table
 	$(BIN)/python -m bench.json_speed

@@ -6,8 +6,9 @@ the wheel — so the vendored llama.cpp gets the wheel's options: Release, share
 `GGML_NATIVE` on (llama.cpp's default outside cross-compiles: the wheel here carries AVX-512/VNNI code),
 OpenMP on, plus whatever `CMAKE_ARGS` pip saw. (The wheel's LLAVA_BUILD is turned off: llama.cpp's tools
 add the multimodal library themselves, and it is not what llama-bench measures.) With nvcc and a CUDA GPU present, `-DGGML_CUDA=on` is
-added, as a CUDA wheel is installed with. Only the `llama-bench` target is built; the binary is cached
-per version and device, so later runs skip all of this.
+added, as a CUDA wheel is installed with. Only the target asked for is built (`llama-bench`, or an example
+such as `llama-speculative-simple`, for which the examples are switched on in the same build folder: the
+libraries are not rebuilt); binaries are cached per version and device, so later runs skip all of this.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ CACHE = Path(__file__).resolve().parent / ".build"
 DIST = "llama-cpp-python"
 
 
-def wheel_cmake_args(cuda: bool) -> list[str]:
+#: llama.cpp programs that live under examples/ rather than tools/ (built with LLAMA_BUILD_EXAMPLES on)
+EXAMPLES = ("llama-speculative-simple", "llama-speculative", "llama-lookup")
+
+
+def wheel_cmake_args(cuda: bool, examples: bool = False) -> list[str]:
     """The options pip's build of the wheel used, spelled out (so SOURCE_DATE_EPOCH cannot turn off native)."""
     args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON",
-            "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF", f"-DLLAMA_BUILD_EXAMPLES={'ON' if examples else 'OFF'}",
             "-DLLAVA_BUILD=OFF"]  # the tools add mtmd themselves; the wheel's copy of it is not benchmarked
     args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
     return args + (["-DGGML_CUDA=on"] if cuda else [])
@@ -57,27 +62,38 @@ def source_dir(ver: str) -> Path:
 
 def llama_bench(cuda: bool | None = None) -> Path:
     """Path to a llama-bench matching the installed llama-cpp-python; builds it the first time."""
+    return llama_tool("llama-bench", cuda)
+
+
+def llama_tool(target: str, cuda: bool | None = None) -> Path:
+    """Path to llama.cpp's program `target` built from the installed llama-cpp-python's source; built the first time."""
     cuda = cuda_available() if cuda is None else cuda
     ver = version(DIST)
     build = CACHE / f"build-{ver}-{'cuda' if cuda else 'cpu'}"
-    found = _find_binary(build)
+    found = _find_binary(build, target)
     if found:
         return found
     src = source_dir(ver)
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *generator, *wheel_cmake_args(cuda)], check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(os.cpu_count() or 1)],
-                   check=True)
-    found = _find_binary(build)
+    args = wheel_cmake_args(cuda, examples=target in EXAMPLES or _examples_on(build))
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), *generator, *args], check=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", str(os.cpu_count() or 1)], check=True)
+    found = _find_binary(build, target)
     if not found:
-        raise RuntimeError(f"built llama-bench but cannot find it under {build}")
+        raise RuntimeError(f"built {target} but cannot find it under {build}")
     return found
 
 
-def _find_binary(build: Path) -> Path | None:
-    hits = sorted(p for p in build.rglob("llama-bench") if p.is_file() and os.access(p, os.X_OK)) if build.exists() else []
+def _examples_on(build: Path) -> bool:
+    """Whether an earlier configure switched the examples on (kept, so a reconfigure does not drop their targets)."""
+    cache = build / "CMakeCache.txt"
+    return cache.is_file() and "LLAMA_BUILD_EXAMPLES:BOOL=ON" in cache.read_text(errors="replace")
+
+
+def _find_binary(build: Path, name: str = "llama-bench") -> Path | None:
+    hits = sorted(p for p in build.rglob(name) if p.is_file() and os.access(p, os.X_OK)) if build.exists() else []
     return hits[0] if hits else None
 
 
 if __name__ == "__main__":
-    print(llama_bench())
+    print(llama_tool(sys.argv[1]) if len(sys.argv) > 1 else llama_bench())

@@ -122,6 +122,8 @@ QuantOpt = typer.Option(None, "--quantize", help="8bit | 4bit (bitsandbytes, CUD
 DtypeOpt = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16")
 StrategyOpt = typer.Option(None, "--rwkv-strategy", help="e.g. 'cuda fp16i8 *20+ -> cpu fp32'")
 ForceOpt = typer.Option(False, "--force", help="放不下也加载（可能内存不足）/ load even when fit says it will not fit")
+DraftOpt = typer.Option("auto", "--draft", help="推测解码的草稿：模型 id、ngram（提示查找）或 none；默认用目录里的草稿模型（若已下载）/ "
+                        "speculative decoding draft: a model id, ngram (prompt lookup) or none; default: the catalog's draft model, if pulled")
 
 
 def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force) -> dict:
@@ -141,7 +143,7 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
              backend: Optional[str] = BackendOpt, lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt,
              trust_remote_code: bool = RemoteCodeOpt, quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt,
              rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt,
-             think: Optional[bool] = ThinkOpt) -> None:
+             think: Optional[bool] = ThinkOpt, draft: str = DraftOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
     from danlu.repl import ChatREPL
     from danlu.sessions import SessionStore
@@ -150,7 +152,8 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     catalog.require_chat(model or settings.default_model)
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
     loaded = views.load_with_status(console, model or settings.default_model, n_ctx=ctx, backend=backend,
-                                    rwkv_chat_rules=True, **extra)
+                                    rwkv_chat_rules=True, draft=draft, **extra)
+    _say_draft(loaded)
     repl = ChatREPL(loaded, SessionStore(settings.db_path), console, model_id=model or settings.default_model)
     if think is not None:
         repl.handle("/think" if think else "/nothink")
@@ -161,6 +164,13 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
     repl.run()
 
 
+def _say_draft(loaded) -> None:
+    speculator = getattr(loaded.engine, "speculator", None)
+    if speculator is not None:
+        name = escape(speculator.drafter.name)
+        console.print(t(f"推测解码：草稿 {name}（--draft none 关闭）", f"Speculative decoding: draft {name} (--draft none turns it off)"))
+
+
 @app.command("run")
 @friendly
 def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: bool = typer.Option(False, "--json"),
@@ -169,7 +179,7 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             system: Optional[str] = typer.Option(None, "--system"), backend: Optional[str] = BackendOpt,
             lora: Optional[list[str]] = LoraOpt, base: Optional[str] = BaseOpt, trust_remote_code: bool = RemoteCodeOpt,
             quantize: Optional[str] = QuantOpt, dtype: Optional[str] = DtypeOpt, rwkv_strategy: Optional[str] = StrategyOpt,
-            force: bool = ForceOpt, think: Optional[bool] = ThinkOpt,
+            force: bool = ForceOpt, think: Optional[bool] = ThinkOpt, draft: str = DraftOpt,
             output_format: Optional[str] = typer.Option(None, "--format", help="json：输出必为 JSON / json: the answer is JSON"),
             schema: Optional[str] = typer.Option(None, "--schema", help="输出必须符合这个 JSON schema 文件 / the answer "
                                                  "matches this JSON schema file")) -> None:
@@ -181,7 +191,7 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
     text = prompt if prompt is not None else sys.stdin.read()
     constraint = output_constraint(output_format, schema)  # a bad schema fails before the model loads
     extra = _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force)
-    loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, **extra)
+    loaded = views.load_with_status(err, model, n_ctx=ctx, backend=backend, rwkv_chat_rules=True, draft=draft, **extra)
     if constraint is not None and loaded.fmt.reasoning and think is not False:
         constraint = constraint.starting_after("</think>")  # a thinking model thinks freely, then answers in JSON
     view = None if as_json else ReplyView(err, loaded.fmt.reasoning, think)  # thinking to stderr, answer to stdout

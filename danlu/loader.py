@@ -175,8 +175,9 @@ def _fit(resolved: Resolved, n_ctx: int, force: bool, llama_kwargs: dict | None)
 
 
 def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, settings: Settings | None = None,
-         backend: str | None = None, force: bool = False, **extra) -> Loaded:
-    """Resolve, plan and load; the prompt format and defaults come along. `extra` goes to LoadPlan.extra."""
+         backend: str | None = None, force: bool = False, draft: str | None = None, **extra) -> Loaded:
+    """Resolve, plan and load; the prompt format and defaults come along. `extra` goes to LoadPlan.extra.
+    `draft` (a model, "ngram", "auto" for the catalog's, None/"none": off) turns on speculative decoding."""
     settings = settings or get_settings()
     resolved = resolve(ref, variant, settings)
     if backend:
@@ -190,8 +191,17 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
     plan = make_plan(resolved, settings, n_ctx, force, **extra)
     engine = load_engine(resolved.spec, resolved.variant, plan, resolved.backend)
     spec = resolved.spec
-    return Loaded(resolved, engine, choose_format(engine, spec, resolved.backend, resolved.path), default_params(spec),
-                  spec.default_system if spec else None)
+    loaded = Loaded(resolved, engine, choose_format(engine, spec, resolved.backend, resolved.path), default_params(spec),
+                    spec.default_system if spec else None)
+    if draft:
+        from danlu.drafting import attach_draft
+
+        try:
+            attach_draft(loaded, draft, settings, force)
+        except BaseException:
+            engine.close()
+            raise
+    return loaded
 
 
 #: For a bare path without a shipped template: the format its runtime's models use.

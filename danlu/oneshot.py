@@ -40,6 +40,7 @@ def run_once(loaded: Loaded, text: str, *, system: str | None = None, max_tokens
         "ttft_s": round(timings.ttft_s, 4) if timings else None,
         "tokens_per_s": round(timings.decode_tps, 2) if timings else None,
         "finish_reason": last.finish_reason if last else None,
+        **_speculation(loaded, timings),
     }
 
 
@@ -84,3 +85,14 @@ def check_output(text: str, constraint: Any) -> None:
             jsonschema.validate(value, schema)
         except jsonschema.ValidationError as exc:
             raise DanluError(f"输出不符合 schema / the output does not match the schema: {exc.message}") from None
+
+
+def _speculation(loaded: Loaded, timings) -> dict:
+    """The drafter and how many of its tokens the target kept (speculative decoding); nothing without one."""
+    speculator = getattr(loaded.engine, "speculator", None)
+    if speculator is None:
+        return {}
+    rate = timings.acceptance_rate if timings else None
+    return {"draft": speculator.drafter.name, "drafted_tokens": timings.drafted_tokens if timings else 0,
+            "accepted_tokens": timings.accepted_tokens if timings else 0,
+            "acceptance_rate": round(rate, 4) if rate is not None else None}

@@ -302,15 +302,21 @@ def _save_pth(w: dict[str, torch.Tensor], path: Path, vocab: int, c: int) -> Pat
 
 
 # --- GGUF -----------------------------------------------------------------------------------------
-def llama_gguf(folder: Path) -> tuple[Path, Path]:
+def llama_gguf(folder: Path, tokenizer: Any = None, noise: float = 0.0) -> tuple[Path, Path]:
     """A tiny Llama written as GGUF (f32, byte-level BPE vocabulary) the way llama.cpp's converter lays it
-    out, next to the HF folder it came from: (gguf file, hf folder)."""
+    out, next to the HF folder it came from: (gguf file, hf folder). `noise` > 0 adds seeded Gaussian noise
+    of that size to every weight: a related model of the same vocabulary (a draft for speculative decoding)."""
     import gguf
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = llama(folder / "hf", hidden=64, layers=2, positions=1024)
+    hf = llama(folder / "hf", hidden=64, layers=2, positions=1024, tokenizer=tokenizer)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(str(hf)), AutoTokenizer.from_pretrained(str(hf))
+    if noise:
+        seeded(1)
+        with torch.no_grad():
+            for weight in model.parameters():
+                weight.add_(torch.randn_like(weight) * noise)
     config, path = model.config, folder / "tiny-llama-f32.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
     _gguf_hparams(writer, config)

@@ -61,6 +61,13 @@ class Timings:
     ttft_s: float
     prompt_tps: float
     decode_tps: float
+    drafted_tokens: int = 0  # speculative decoding (backends/speculative.py): tokens the drafter proposed
+    accepted_tokens: int = 0  # ... and how many of them the target kept
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Accepted / drafted tokens; None when nothing was drafted."""
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else None
 
 
 @dataclass(frozen=True)

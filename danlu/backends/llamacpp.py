@@ -114,8 +114,14 @@ class LlamaCppEngine:
         return control_token_texts(self._vocab, self.llm.n_vocab(), self.token_text)
 
     # --- generation -------------------------------------------------------------------------
+    #: speculative decoding (backends/speculative.py), attached by danlu.drafting; None: plain decoding
+    speculator = None
+
     def generate(self, ids: Sequence[int], params: GenerationParams) -> Iterator[Chunk]:
         """Stream chunks; the KV cache of the longest common prefix with the last call is reused."""
+        if self.speculator is not None and self.speculator.applies(params):
+            yield from self.speculator.generate(ids, params)
+            return
         ids = list(ids)
         self._check_room(ids, params)
         self.llm.set_seed(params.seed if params.seed is not None else int(time.time_ns() % 2**31))
@@ -244,6 +250,8 @@ class LlamaCppEngine:
         self.llm.load_state(state)
 
     def close(self) -> None:
+        if self.speculator is not None:
+            self.speculator.close()
         self.llm.close()
 
 
