@@ -1,13 +1,15 @@
-"""Build llama.cpp's own `llama-bench` from the very source the installed llama-cpp-python was built from.
+"""Build llama.cpp's own tools (`llama-bench`, `llama-server`) from the very source the installed llama-cpp-python was built from.
 
 The sdist of the installed version (pinned in pyproject.toml) is fetched with pip into bench/.build/,
 and configured through its own top-level CMakeLists.txt — the file scikit-build-core ran when pip built
 the wheel — so the vendored llama.cpp gets the wheel's options: Release, shared libraries, curl off,
 `GGML_NATIVE` on (llama.cpp's default outside cross-compiles: the wheel here carries AVX-512/VNNI code),
 OpenMP on, plus whatever `CMAKE_ARGS` pip saw. (The wheel's LLAVA_BUILD is turned off: llama.cpp's tools
-add the multimodal library themselves, and it is not what llama-bench measures.) With nvcc and a CUDA GPU present, `-DGGML_CUDA=on` is
-added, as a CUDA wheel is installed with. Only the `llama-bench` target is built; the binary is cached
-per version and device, so later runs skip all of this.
+add the multimodal library themselves, and it is not what the benchmarks measure. The server is switched on,
+its web page left out: it would be downloaded from Hugging Face, and only the API is measured.) With nvcc and a
+CUDA GPU present, `-DGGML_CUDA=on` is added, as a CUDA wheel is installed with. Only the asked targets are
+built, all in one build directory cached per version and device, so the tools share one compiled
+libllama/libggml and later runs skip all of this.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def wheel_cmake_args(cuda: bool) -> list[str]:
     """The options pip's build of the wheel used, spelled out (so SOURCE_DATE_EPOCH cannot turn off native)."""
     args = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON",
             "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-            "-DLLAVA_BUILD=OFF"]  # the tools add mtmd themselves; the wheel's copy of it is not benchmarked
+            "-DLLAVA_BUILD=OFF",  # the tools add mtmd themselves; the wheel's copy of it is not benchmarked
+            "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"]  # API only, offline
     args += shlex.split(os.environ.get("CMAKE_ARGS", ""))
     return args + (["-DGGML_CUDA=on"] if cuda else [])
 
@@ -57,27 +60,36 @@ def source_dir(ver: str) -> Path:
 
 def llama_bench(cuda: bool | None = None) -> Path:
     """Path to a llama-bench matching the installed llama-cpp-python; builds it the first time."""
+    return llama_tool("llama-bench", cuda)
+
+
+def llama_server(cuda: bool | None = None) -> Path:
+    """Path to a llama-server matching the installed llama-cpp-python; builds it the first time."""
+    return llama_tool("llama-server", cuda)
+
+
+def llama_tool(target: str, cuda: bool | None = None) -> Path:
+    """Build (once) the llama.cpp tool `target` with the wheel's options; its path."""
     cuda = cuda_available() if cuda is None else cuda
     ver = version(DIST)
     build = CACHE / f"build-{ver}-{'cuda' if cuda else 'cpu'}"
-    found = _find_binary(build)
+    found = _find_binary(build, target)
     if found:
         return found
     src = source_dir(ver)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    generator = ["-G", "Ninja"] if shutil.which("ninja") and not (build / "Makefile").exists() else []
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *generator, *wheel_cmake_args(cuda)], check=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-bench", "-j", str(os.cpu_count() or 1)],
-                   check=True)
-    found = _find_binary(build)
+    subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", str(os.cpu_count() or 1)], check=True)
+    found = _find_binary(build, target)
     if not found:
-        raise RuntimeError(f"built llama-bench but cannot find it under {build}")
+        raise RuntimeError(f"built {target} but cannot find it under {build}")
     return found
 
 
-def _find_binary(build: Path) -> Path | None:
-    hits = sorted(p for p in build.rglob("llama-bench") if p.is_file() and os.access(p, os.X_OK)) if build.exists() else []
+def _find_binary(build: Path, target: str) -> Path | None:
+    hits = sorted(p for p in build.rglob(target) if p.is_file() and os.access(p, os.X_OK)) if build.exists() else []
     return hits[0] if hits else None
 
 
 if __name__ == "__main__":
-    print(llama_bench())
+    print(llama_tool(sys.argv[1] if len(sys.argv) > 1 else "llama-bench"))
