@@ -101,7 +101,8 @@ def _model_params(plan: LoadPlan):
 def _context_params(plan: LoadPlan, cells: int, slots: int, unified: bool):
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = cells, N_BATCH, N_BATCH, slots
-    params.n_threads = params.n_threads_batch = plan.n_threads
+    params.n_threads = int(plan.extra.get("decode_threads") or plan.n_threads)  # one stream decoding alone
+    params.n_threads_batch = plan.n_threads  # prompts, and several streams decoding together
     params.kv_unified = unified
     params.swa_full = bool(plan.extra.get("swa_full", SWA_FULL))
     params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if plan.extra.get("flash_attn", FLASH_ATTN)

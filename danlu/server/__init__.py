@@ -67,6 +67,12 @@ class ServerSettings(BaseModel):
         cells = max(self.kv_cells or self.context * self.parallel, self.context)
         return -(-cells // 256) * 256
 
+    def fit_inputs(self) -> tuple[int, dict]:
+        """What fit predicts a served llama.cpp model at: the pool's cells and the llama.cpp options."""
+        layout = self.kv_layout()
+        return layout["kv_cells"], {"swa_full": layout["swa_full"], "flash_attn": layout["flash_attn"],
+                                    "n_seq": layout["slots"]}
+
     def kv_layout(self) -> dict:
         """How the batched llama.cpp engine lays out its KV cache (LoadPlan.extra); fit predicts from the same."""
         return {"parallel": self.parallel, "slots": self.slots, "kv_cells": self.pool_cells, "kv_unified": True,

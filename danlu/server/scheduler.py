@@ -232,7 +232,7 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
     if resolved.backend == "llamacpp":
         from danlu.backends import llamacpp_batched
 
-        extra.update(settings.kv_layout())
+        extra.update(settings.kv_layout(), decode_threads=settings.base.threads_decode)
         plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
         engine = runner = llamacpp_batched.load(spec, resolved.variant, plan)
     else:
@@ -246,22 +246,13 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
                        spec.default_system if spec else None, size, gpu_layers=plan.gpu_layers)
 
 
-def fit_inputs(resolved: Resolved, settings: ServerSettings) -> tuple[int, dict]:
-    """The context and llama.cpp options fit predicts a served model at: a llama.cpp model's whole KV pool."""
-    if resolved.backend != "llamacpp":
-        return settings.context, {}
-    layout = settings.kv_layout()
-    return layout["kv_cells"], {"swa_full": layout["swa_full"], "flash_attn": layout["flash_attn"],
-                                "n_seq": layout["slots"]}
-
-
 def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
     """Fit's prediction for the model with this server's KV pool; file size × 1.2 when fit cannot say."""
     if resolved.backend == "remote":
         return 0
     if resolved.adapters:  # an fp32 transformers folder: about its size on disk, plus activations
         return int(_size_on_disk(resolved) * 1.2)
-    cells, llama_kwargs = fit_inputs(resolved, settings)
+    cells, llama_kwargs = settings.fit_inputs() if resolved.backend == "llamacpp" else (settings.context, {})
     if resolved.spec is not None:
         try:
             from danlu.fit import check_fits
