@@ -120,9 +120,10 @@ class BatchedLlamaEngine:
         self._model, self._ctx, self._vocab = model, ctx, model.vocab
         self._mem = llama_cpp.llama_get_memory(ctx.ctx)
         self._batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
-        self.slots = SlotTable(slots, cells, self._forget, self._copy_prefix, shared_cells=unified)
         # a sliding window without every position kept: what falls out of it may be overwritten
         self._window = 0 if ctx.params.swa_full else llama_cpp.llama_model_n_swa(model.model)
+        self.slots = SlotTable(slots, cells, self._forget, self._copy_prefix, shared_cells=unified,
+                               intact=self._window_intact)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eos = self.eos_token_ids()
         self._guides = llama_guides(model.vocab, self._eos, self.token_to_piece,

@@ -3,8 +3,8 @@
 Each slot is a sequence id whose tokens stay in the KV cache after its request ends. All slots share one pool
 of `cells` KV cells (llama.cpp's unified cache, as llama-server runs it). A new request takes the slot sharing
 the longest token prefix with its prompt (its own conversation's last turn), or shares that prefix into a free
-slot when continuing in place would throw most of a cache away (`seq_cp` adds the slot's id to the same cells:
-nothing is copied). The table counts cells, not slots: a cell several sequences share counts once, and when the
+slot when continuing in place would throw away more than a few of its tokens (`seq_cp` adds the slot's id to the
+same cells: nothing is copied). The table counts cells, not slots: a cell several sequences share counts once, and when the
 pool runs short the least recently used idle slot that frees any cells goes first (as vLLM's automatic prefix
 caching evicts blocks, least recently used first).
 
@@ -22,8 +22,12 @@ from typing import Any, Callable
 
 from danlu.backends.base import common_prefix
 
-#: Continue a cached slot in place when at least this share of its tokens is reused; else share the prefix.
+#: Streams of their own (no shared cells): continue a cached slot in place when at least this share of its tokens
+#: is reused; else copy the prefix.
 REUSE_IN_PLACE = 0.5
+#: One shared pool: continue in place only when at most this many of the slot's tokens are lost (a conversation's
+#: own next turn differs from its cache by a re-rendered reply end); else share the prefix (free) and keep the rest.
+IN_PLACE_TAIL = 16
 _RUN_IDS = itertools.count()
 
 
@@ -79,14 +83,17 @@ class SlotTable:
     """Chooses a slot for each prompt and keeps the cells in use within `cells` (least recently used out).
 
     `forget(seq_id, keep)` cuts a sequence back to `keep` cells (False: it could not, and holds none now);
-    `share(src, dst, n)` gives `dst` the first `n` cells of `src` (False: it could not, `dst` holds none)."""
+    `share(src, dst, n)` gives `dst` the first `n` cells of `src` (False: it could not, `dst` holds none);
+    `intact(seq_id, keep)` says whether the first `keep` cells of a sequence can still be continued (a sliding
+    window may have overwritten what they need)."""
 
     def __init__(self, n_slots: int, cells: int, forget: Callable[[int, int], bool],
-                 share: Callable[[int, int, int], bool], *, shared_cells: bool = True):
+                 share: Callable[[int, int, int], bool], *, shared_cells: bool = True,
+                 intact: Callable[[int, int], bool] = lambda seq_id, keep: True):
         self.slots = [Slot(i) for i in range(n_slots)]
         self.cells = cells
         self.shared_cells = shared_cells  # False: every sequence has its own stream, so a shared prefix is a copy
-        self._forget, self._share = forget, share
+        self._forget, self._share, self._intact = forget, share, intact
 
     def place(self, prompt: list[int], need: int, reserved: int) -> tuple[Slot, int] | None:
         """A slot ready to continue `prompt`, and how many of its tokens are already cached; None: no room now.
@@ -108,11 +115,18 @@ class SlotTable:
             return None, None, 0
         best = max(self.slots, key=lambda s: common_prefix(s.tokens, prompt))
         common = common_prefix(best.tokens, prompt)
-        if best.request is None and common and common >= REUSE_IN_PLACE * len(best.tokens):
+        if common and not self._intact(best.seq_id, min(common, len(prompt) - 1)):
+            common = 0  # nothing of it can be continued: start afresh, and leave it for its own conversation
+        if best.request is None and common and self._in_place(best, common):
             return best, best, common
         empty = [s for s in idle if not s.tokens]
         target = empty[0] if empty else min(idle, key=lambda s: s.last_used)
         return target, (best if common else None), common
+
+    def _in_place(self, slot: Slot, common: int) -> bool:
+        if self.shared_cells:
+            return len(slot.tokens) - common <= IN_PLACE_TAIL
+        return common >= REUSE_IN_PLACE * len(slot.tokens)
 
     def _prepare(self, target: Slot, source: Slot | None, keep: int) -> int:
         """Make `target` hold exactly the first `keep` prompt tokens; returns how many it holds."""
