@@ -6,8 +6,9 @@ sampler chain (penalties, top-k, top-p, min-p, temperature, seeded dist)
 and its own grammar when it has a constraint (llamacpp_grammar.py). The KV cache is one pool of `kv_cells`
 cells shared by `slots` sequence ids (llama.cpp's unified cache, as llama-server runs it): a finished request
 leaves its tokens in its slot, and the next request continues from the slot with the longest common token
-prefix (`SlotTable`), so interleaved conversations each keep their cache and a shared prefix is held once;
-when cells run short, the least recently used idle slot is given up first. Flash attention is on: with a
+prefix (`SlotTable`; the cache operations in kv_cells.py), so interleaved conversations each keep their cache
+and a shared prefix is held once; when cells run short, the least recently used idle slot is given up first.
+Flash attention is on: with a
 pooled cache every decode spans the used part of the pool, and llama.cpp's CPU flash attention skips the
 cells a sequence cannot see, where the plain path computes them and masks them out (measured: decode of
 gemma-3-270m with 8,000 other cells cached fell to 0.65× without it and stayed at 1.0× with it). Sliding-
@@ -39,6 +40,7 @@ from danlu.backends.requests import (
     SubmitOptions,
     TokenLogprob,
 )
+from danlu.backends.kv_cells import KvCells, pad_cells, pool_cells
 from danlu.backends.slots import SlotTable
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
@@ -80,17 +82,6 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Ba
                               unified=unified)
 
 
-def pad_cells(n: int) -> int:
-    """llama.cpp pads every KV stream to a multiple of 256 cells."""
-    return -(-n // 256) * 256
-
-
-def pool_cells(n_ctx: int, parallel: int, kv_cells: int | None = None) -> int:
-    """Cells of the unified pool: as asked, else one full context per decode lane (llama-server's `-c` for
-    `-np` slots of n_ctx each); never less than one context."""
-    return pad_cells(max(int(kv_cells or 0) or n_ctx * parallel, n_ctx))
-
-
 def _model_params(plan: LoadPlan):
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = 0x7FFFFFFF if plan.gpu_layers == -1 else plan.gpu_layers
@@ -118,12 +109,9 @@ class BatchedLlamaEngine:
                  n_ctx: int, parallel: int, slots: int, cells: int, unified: bool):
         self.spec, self.n_ctx, self.parallel, self.unified = spec, n_ctx, parallel, unified
         self._model, self._ctx, self._vocab = model, ctx, model.vocab
-        self._mem = llama_cpp.llama_get_memory(ctx.ctx)
         self._batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
-        # a sliding window without every position kept: what falls out of it may be overwritten
-        self._window = 0 if ctx.params.swa_full else llama_cpp.llama_model_n_swa(model.model)
-        self.slots = SlotTable(slots, cells, self._forget, self._copy_prefix, shared_cells=unified,
-                               intact=self._window_intact)
+        self._kv = KvCells(ctx.ctx, model.model, unified=unified, swa_full=bool(ctx.params.swa_full))
+        self.slots = SlotTable(slots, cells, self._kv.forget, self._kv.share, shared_cells=unified, intact=self._kv.intact)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eos = self.eos_token_ids()
         self._guides = llama_guides(model.vocab, self._eos, self.token_to_piece,
@@ -460,39 +448,8 @@ class BatchedLlamaEngine:
                 continue  # already finished (its error, or its reply, went out)
             self._finish(request, None, error)
             if request.slot is not None:
-                self._forget(request.slot.seq_id)
+                self._kv.forget(request.slot.seq_id)
                 request.slot.cut(0)
-
-    # --- KV cache operations the slot table asks for ----------------------------------------
-    def _forget(self, seq_id: int, keep: int = 0) -> bool:
-        """Drop a sequence's cells from position `keep` on; False when a partial cut is impossible (then it holds
-        none): llama.cpp refuses some, and a window-only layer may have lost what a cut further back needs."""
-        if keep and not self._window_intact(seq_id, keep):
-            keep = -1
-        if keep > 0 and llama_cpp.llama_memory_seq_rm(self._mem, seq_id, keep, -1):
-            return True
-        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-        return keep == 0
-
-    def _window_intact(self, seq_id: int, keep: int) -> bool:
-        """Whether the first `keep` cells of a sequence still hold what the token after them attends to. A window-
-        only layer lets a cell be overwritten once it falls `window` positions behind the sequence's last (llama.cpp
-        reuses masked cells): safe while nothing has fallen out yet, or when nothing is cut."""
-        last = llama_cpp.llama_memory_seq_pos_max(self._mem, seq_id)
-        return not self._window or keep > last or last + 2 <= self._window
-
-    def _copy_prefix(self, src: int, dst: int, n: int) -> bool:
-        """Give `dst` the first `n` cells of `src`: shared cells in a unified cache; else a copy of the
-        whole sequence (llama.cpp copies only whole streams) cut back to `n`. False where a window-only layer
-        no longer holds what a prefix shorter than the whole sequence needs."""
-        if not self._window_intact(src, n):
-            return False
-        if self.unified:
-            llama_cpp.llama_memory_seq_cp(self._mem, src, dst, 0, n)
-            return True
-        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        llama_cpp.llama_memory_seq_rm(self._mem, dst, n, -1)
-        return True
 
 
 def make_sampler(params: GenerationParams, options: SubmitOptions, n_vocab: int) -> _internals.LlamaSampler:

@@ -107,9 +107,6 @@ def run(model: str, *, pp: int = 128, tg: int = 64, streams: tuple[int, ...] = (
     settings = settings or get_settings()
     served = _load(model, settings, max(streams), pp + tg + 16)
     engine, rng = served.runner, random.Random(seed)
-    if not hasattr(engine, "submit") or not hasattr(engine, "n_vocab"):
-        served.runner.close()
-        raise DanluError("danlu bench 目前只测 GGUF（llama.cpp）模型 / danlu bench measures GGUF (llama.cpp) models only")
     try:
         trial(engine, 1, 8, 4, rng)  # warm-up: the weights' pages, the compute buffers
         samples = {n: [] for n in streams}
@@ -128,7 +125,11 @@ def _load(model: str, settings: Settings, parallel: int, n_ctx: int):
     from danlu.server.scheduler import load_served
 
     server = ServerSettings(parallel=parallel, n_ctx=max(n_ctx, 256), base=settings)
-    return load_served(model, resolve(model, settings=settings), server, 0)
+    resolved = resolve(model, settings=settings)
+    if resolved.backend != "llamacpp":
+        raise DanluError(f"danlu bench 目前只测 GGUF（llama.cpp）模型，{resolved.label} 用 {resolved.backend} / danlu bench "
+                         f"measures GGUF (llama.cpp) models; {resolved.label} runs on {resolved.backend}")
+    return load_served(model, resolved, server, 0)
 
 
 def _report(served, settings: Settings, pp: int, tg: int, repeat: int, rows: list[Row]) -> dict:
