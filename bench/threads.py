@@ -139,16 +139,20 @@ def main() -> None:
             try:
                 for model in args.models.split(","):
                     for config in CONFIGS:
-                        sample = {"model": model, "state": state, "load_avg": _machine.load_now(),
-                                  **measure(model, config, args)}
+                        sample = {**measure(model, config, args), "model": model, "state": state,
+                                  "load_avg": _machine.load_now()}
                         result["samples"].append(sample)
                         print(json.dumps({k: sample[k] for k in ("model", "state", "config", "load_avg")} |
                                          figures(sample)), flush=True)
+                        save(result, args)  # after every run: a long study stopped early keeps what it has
             finally:
                 stop(procs)
-        result["summary"], result["load_avg_at_end"] = summarize(result["samples"]), _machine.load_now()
-        (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
-        plot(result, args.out / f"{args.name}.png")
+    plot(result, args.out / f"{args.name}.png")
+
+
+def save(result: dict, args) -> None:
+    result["summary"], result["load_avg_at_end"] = summarize(result["samples"]), _machine.load_now()
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 if __name__ == "__main__":
