@@ -36,6 +36,7 @@ from danlu.loader import resolve
 from danlu.threads import POLICIES, apply_wait_policy
 
 SERVERS = ("danlu", "llama-server")
+LOGS = Path(__file__).resolve().parent / ".build" / "vs_llama_server_logs"  # the servers' own logs (not results)
 
 
 def order(step: int) -> tuple[str, ...]:
@@ -87,7 +88,7 @@ def run_model(model: str, args, binary: Path, log) -> dict:
     settings = get_settings()
     layout = Layout(resolve(model, settings=settings).path, model, settings.threads, settings.threads_decode,
                     args.parallel, args.ctx, omp_env(args.omp))
-    servers = start_both(layout, binary, args.out / "logs")
+    servers = start_both(layout, binary, LOGS)
     try:
         idle = {name: s.memory() for name, s in servers.items()}
         apis = {name: load.client(s.url) for name, s in servers.items()}
