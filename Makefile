@@ -46,6 +46,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not weights and not isolated"
 
 # Every benchmark writes JSON + PNG under bench/results/ (figures for the README; minutes each, not part of CI).
+# raw_speed and vs_llama_server build llama.cpp's own tools from the installed llama-cpp-python's sdist once
+# (bench/.build/; about an hour on 2 busy cores the first time).
 bench: models
 	$(BIN)/python -m bench.chat_turns
 	$(BIN)/python -m bench.memory_turns
@@ -60,6 +62,8 @@ bench: models
 	$(BIN)/python -m bench.tool_calls
 	$(BIN)/python -m bench.embed_speed
 	$(BIN)/python -m bench.ollama_vs_openai
+	$(BIN)/python -m bench.threads
+	$(BIN)/python -m bench.vs_llama_server
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -4,3 +4,7 @@ fit → pull → run → chat → compare → evaluate → fine-tune → serve, 
 """
 
 __version__ = "0.1.0"
+
+from danlu.threads import apply_wait_policy as _apply_wait_policy
+
+_apply_wait_policy()  # before any llama.cpp import: libgomp reads it once, when it loads

@@ -224,6 +224,7 @@ def _register_feature_commands() -> None:
     """Commands whose argument parsing lives beside their feature (each module is a typer function)."""
     from danlu.arena.cli import leaderboard_command
     from danlu.embed_cli import embed_command
+    from danlu.bench.cli import bench_command
     from danlu.evaluate.cli import compare_command, eval_command
     from danlu.finetune.cli import adapters_command, export_command, finetune_command
     from danlu.fit_cli import fit_command
@@ -239,6 +240,7 @@ def _register_feature_commands() -> None:
     app.command("export")(friendly(export_command))
     app.command("leaderboard")(friendly(leaderboard_command))
     app.command("embed")(friendly(embed_command))
+    app.command("bench")(friendly(bench_command))
     remote_app = typer.Typer(help="远程 OpenAI 兼容端点 / remote OpenAI-compatible endpoints", no_args_is_help=True)
     remote_app.command("add")(friendly(remote_add_command))
     remote_app.command("list")(friendly(remote_list_command))

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from danlu.threads import DEFAULT_POLICY
+
 
 def _default_threads() -> int:
     """Physical-ish core count: llama.cpp is fastest with one thread per core."""
@@ -25,9 +27,21 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path.home() / ".danlu", description="model store, sessions database, logs")
     default_model: str = "qwen2.5-coder-1.5b-instruct"
     lang: str = Field(default="zh", description="interface language: zh or en")
-    threads: int = Field(default_factory=_default_threads)
+    threads: int = Field(default_factory=_default_threads, description=(
+        "llama.cpp threads for prompts and for decoding several streams at once"))
+    decode_threads: int | None = Field(None, description=(
+        "llama.cpp threads for one stream decoding alone (the server's engine); default: threads − 1, at least 1"))
+    omp_wait: str = Field(DEFAULT_POLICY, description=(
+        "how llama.cpp's threads wait at each barrier: passive | brief | spin | active (read when danlu is imported; "
+        "OMP_WAIT_POLICY or GOMP_SPINCOUNT, when set, win)"))
     n_ctx: int = Field(default=4096, description="context window used when loading a model")
     gpu_layers: int = Field(default=-1, description="-1: as many as fit (all when a GPU is present)")
+
+    @property
+    def threads_decode(self) -> int:
+        """One token at a time is a few hundred short operations, each ending at a barrier: on a machine whose
+        cores are all in use one thread fewer waits less (measured in the README, "Threads on a busy machine")."""
+        return self.decode_threads or max(1, self.threads - 1)
 
     @property
     def models_dir(self) -> Path:

@@ -5,6 +5,8 @@
     danlu fit --hardware              what was detected
     danlu fit ID                      one model's variants
     danlu fit ID --measure --ctx N    load it, fill N tokens, compare the peak with the prediction
+    danlu fit ID --parallel 8 [--ctx N] [--measure]   as `danlu serve --parallel 8` holds it: one KV pool of
+                                      8 × N cells shared by its cached conversations
 
 cli.py registers `fit_command` as the `fit` command; all logic lives in danlu.fit and danlu.hardware.
 """
@@ -38,37 +40,51 @@ def fit_command(
     ctx: Optional[int] = typer.Option(None, "--ctx", help="上下文长度 / context length (default: DANLU_N_CTX)"),
     do_measure: bool = typer.Option(False, "--measure", help="加载并实测峰值内存 / load it and measure the peak"),
     variant: Optional[str] = typer.Option(None, "--variant", help="只看这个量化版本 / only this variant"),
+    parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help=(
+        "按 danlu serve --parallel N 预测（N × ctx 的共享 KV 池）/ as `danlu serve --parallel N` holds it (a KV pool of "
+        "N × ctx cells)")),
     as_json: bool = typer.Option(False, "--json", help="输出 JSON / print JSON"),
 ) -> None:
     """哪些模型能在这台机器上跑：预测内存、结论与理由 / which models fit this machine: predicted memory, verdict, reason."""
     try:
-        _dispatch(model, show_hardware, vram, ram, ctx, do_measure, variant, as_json)
+        _dispatch(model, show_hardware, vram, ram, ctx, do_measure, variant, as_json, parallel)
     except DanluError as exc:
         err.print(f"[red]✗[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
 def _dispatch(model: str | None, show_hardware: bool, vram: float | None, ram: float | None, ctx: int | None,
-              do_measure: bool, variant: str | None, as_json: bool) -> None:
+              do_measure: bool, variant: str | None, as_json: bool, parallel: int | None = None) -> None:
     settings = get_settings()
     hw = with_budget(detect(), vram, ram)
     n_ctx = ctx or settings.n_ctx
+    served = _served(parallel, n_ctx, settings)
     if show_hardware:
         return _print_json(hw.to_dict()) if as_json else console.print(hardware_table(hw))
     if do_measure:
         if not model:
             raise DanluError("--measure 需要一个模型 id 或路径 / --measure needs a model id or path")
-        report = measure(model, n_ctx, variant=variant, settings=settings, n_threads=settings.threads)
+        report = measure(model, n_ctx, variant=variant, settings=settings, n_threads=settings.threads, served=served)
         if as_json:
             return _print_json(report.to_dict())
         console.print(measure_table(report))
         return console.print(measure_note(report), highlight=False)
     models = (catalog.get(model),) if model else None
-    results = [r for r in fit_catalog(hw, n_ctx, settings, models) if variant in (None, r.variant)]
+    cells, kwargs = served.fit_inputs() if served else (n_ctx, None)
+    results = [r for r in fit_catalog(hw, cells, settings, models, kwargs) if variant in (None, r.variant)]
     if as_json:
         return _print_json({"hardware": hw.to_dict(), "n_ctx": n_ctx, "models": [r.to_dict() for r in results]})
     console.print(_machine_line(hw, n_ctx), highlight=False)
     console.print(ranking_table(results))
+
+
+def _served(parallel: int | None, n_ctx: int, settings):
+    """The server settings `danlu serve --parallel N --ctx n_ctx` would run with, or None without --parallel."""
+    if parallel is None:
+        return None
+    from danlu.server import ServerSettings
+
+    return ServerSettings(parallel=parallel, n_ctx=n_ctx, base=settings)
 
 
 def _print_json(data: dict) -> None:

@@ -231,4 +231,4 @@ def test_32_concurrent_streams_are_answered_or_refused_with_429_and_health_still
 def test_ps_shows_memory_and_cache(url):
     row = ps(url)
     assert row["name"] == f"{GEMMA}:q4_k_m" and row["size"] > 200 << 20 and row["expires_in_s"] is None
-    assert row["slots"] == 2 * PARALLEL and row["kv_cells"] == N_CTX * row["slots"]  # one stream of n_ctx per slot
+    assert row["slots"] == 2 * PARALLEL and row["kv_cells"] == N_CTX * PARALLEL  # one pool: a context per lane

@@ -3,12 +3,21 @@
 What it knows: concurrent requests to one model share one `llama_batch` per step (one decode reads the
 weights once for all of them, as llama.cpp's own server and `llama-batched-bench` do), each with its own
 sampler chain (penalties, top-k, top-p, min-p, temperature, seeded dist)
-and its own grammar when it has a constraint (llamacpp_grammar.py). The KV cache is one unified
-buffer of `kv_cells` cells shared by `slots` sequence ids; a finished request leaves its tokens in its
-slot, and the next request continues from the slot with the longest common token prefix (`SlotTable`),
-so several interleaved conversations each keep their cache — the least recently used slot is given up
-first when cells run short. Prefill is cut into chunks sized to keep one step near `STEP_TARGET_S`, so a
-cancelled request is dropped (and its slot freed) within one short step.
+and its own grammar when it has a constraint (llamacpp_grammar.py). The KV cache is one pool of `kv_cells`
+cells shared by `slots` sequence ids (llama.cpp's unified cache, as llama-server runs it): a finished request
+leaves its tokens in its slot, and the next request continues from the slot with the longest common token
+prefix (`SlotTable`; the cache operations in kv_cells.py), so interleaved conversations each keep their cache
+and a shared prefix is held once; when cells run short, the least recently used idle slot is given up first.
+Flash attention is on: with a
+pooled cache every decode spans the used part of the pool, and llama.cpp's CPU flash attention skips the
+cells a sequence cannot see, where the plain path computes them and masks them out (measured: decode of
+gemma-3-270m with 8,000 other cells cached fell to 0.65× without it and stayed at 1.0× with it). Sliding-
+window layers keep only their window (llama.cpp's default, as llama-server): a cache of such a model is
+continued only where it ends, never cut back or shared mid-way. Prompts are read in steps of up to `N_BATCH`
+tokens; while other requests are decoding, a step is cut to about `STEP_TARGET_S` (at least `MIN_CHUNK` tokens) so
+their next tokens are not held up long. Small steps cost: every step reads the attention cells again, and at a
+depth of 4,096 cells 64-token steps ran at 0.67× of 512-token ones (llama-bench, gemma-3-270m), so a prompt alone
+takes full steps, as llama-server does.
 What it doesn't: logits for evaluation, save/restore of state, LoRA (use backends/llamacpp.py for those).
 """
 
@@ -34,6 +43,7 @@ from danlu.backends.requests import (
     SubmitOptions,
     TokenLogprob,
 )
+from danlu.backends.kv_cells import KvCells, pad_cells, pool_cells
 from danlu.backends.slots import SlotTable
 from danlu.catalog.schema import ModelSpec, Variant
 from danlu.errors import DanluError
@@ -47,13 +57,16 @@ log = logging.getLogger(__name__)
 
 PARALLEL = 4  # sequences decoded together
 N_BATCH = 512  # most tokens in one llama_decode
-STEP_TARGET_S = 0.4  # prefill chunks are sized so a step takes about this long: bounds cancel latency
+STEP_TARGET_S = 1.0  # while others decode, a prefill chunk is sized so a step takes about this long
+MIN_CHUNK = 128  # ... but never fewer prompt tokens than this in a step
 PENALTY_LAST_N = 64  # as llama.cpp's default penalty window
-#: One stream of n_ctx cells per slot (the default: each sequence attends only to its own cells, so long
-#: cached conversations do not slow the others down; measured 1.17× vs 1.65× TTFT growth over 8 turns of 4
-#: conversations) or one unified buffer (cells pooled, prefixes shared without copying, but every decode
-#: attends over all cached cells).
-KV_UNIFIED = False
+#: One pool of cells for every slot (llama-server's `--kv-unified`): memory is `parallel × n_ctx` cells however
+#: many conversations are cached, and a shared prefix is held once. False: one stream of n_ctx cells per slot.
+KV_UNIFIED = True
+FLASH_ATTN = True
+#: Sliding-window layers hold every position (True) or only their window (False, llama.cpp's default: for
+#: gemma-3 the KV cache is ~4× smaller, but such a cache can only be continued where it ends).
+SWA_FULL = False
 
 
 def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "BatchedLlamaEngine":
@@ -63,8 +76,7 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Ba
     parallel = int(plan.extra.get("parallel", PARALLEL))
     slots = min(int(plan.extra.get("slots", 2 * parallel)), llama_cpp.llama_max_parallel_sequences())
     unified = bool(plan.extra.get("kv_unified", KV_UNIFIED))
-    per_slot = -(-plan.n_ctx // 256) * 256  # llama.cpp pads each stream to 256 cells
-    cells = int(plan.extra.get("kv_cells", plan.n_ctx * parallel)) if unified else per_slot * slots
+    cells = pool_cells(plan.n_ctx, parallel, plan.extra.get("kv_cells")) if unified else pad_cells(plan.n_ctx) * slots
     try:
         model = _internals.LlamaModel(path_model=str(plan.path), params=_model_params(plan), verbose=False)
         ctx = _internals.LlamaContext(model=model, params=_context_params(plan, cells, slots, unified), verbose=False)
@@ -84,11 +96,13 @@ def _model_params(plan: LoadPlan):
 def _context_params(plan: LoadPlan, cells: int, slots: int, unified: bool):
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = cells, N_BATCH, N_BATCH, slots
-    params.n_threads = params.n_threads_batch = plan.n_threads
+    params.n_threads = int(plan.extra.get("decode_threads") or plan.n_threads)  # one stream decoding alone
+    params.n_threads_batch = plan.n_threads  # prompts, and several streams decoding together
     params.kv_unified = unified
-    params.swa_full = True  # sliding-window layers keep every position, so a cached prefix can be cut anywhere
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as llama-cpp-python and fit assume; "auto"
-    params.no_perf = True                                               # was ~10× slower on a busy 2-core CPU
+    params.swa_full = bool(plan.extra.get("swa_full", SWA_FULL))
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if plan.extra.get("flash_attn", FLASH_ATTN)
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    params.no_perf = True
     return params
 
 
@@ -99,9 +113,9 @@ class BatchedLlamaEngine:
                  n_ctx: int, parallel: int, slots: int, cells: int, unified: bool):
         self.spec, self.n_ctx, self.parallel, self.unified = spec, n_ctx, parallel, unified
         self._model, self._ctx, self._vocab = model, ctx, model.vocab
-        self._mem = llama_cpp.llama_get_memory(ctx.ctx)
         self._batch = _internals.LlamaBatch(n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
-        self.slots = SlotTable(slots, cells, self._forget, self._copy_prefix)
+        self._kv = KvCells(ctx.ctx, model.model, unified=unified, swa_full=bool(ctx.params.swa_full))
+        self.slots = SlotTable(slots, cells, self._kv.forget, self._kv.share, shared_cells=unified, intact=self._kv.intact)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._eos = self.eos_token_ids()
         self._guides = llama_guides(model.vocab, self._eos, self.token_to_piece,
@@ -327,8 +341,10 @@ class BatchedLlamaEngine:
         self._batch.reset()
         self._planned = []
         outputs = [(r, self._add(r, [r.next_token], True)) for r in self._active if not r.prefilling]
-        room = max(32, int(STEP_TARGET_S / max(self._s_per_token, 1e-5))) - len(outputs)
-        room, n_prefill = min(room, N_BATCH - len(outputs)), 0
+        room = N_BATCH - len(outputs)
+        if outputs:  # streams wait on this step: keep it short
+            room = min(room, max(MIN_CHUNK, int(STEP_TARGET_S / max(self._s_per_token, 1e-5))))
+        n_prefill = 0
         for request in (r for r in self._active if r.prefilling):
             todo = request.prompt[len(request.slot.tokens):]
             take = todo[:max(room, 0)]
@@ -356,7 +372,7 @@ class BatchedLlamaEngine:
     def _commit(self) -> None:
         """After a successful decode the slots hold the tokens just decoded."""
         for request, tokens in self._planned:
-            request.slot.tokens.extend(tokens)
+            request.slot.append(tokens)
             request.slot.touch()
 
     def _recover(self, status: int) -> None:
@@ -438,25 +454,8 @@ class BatchedLlamaEngine:
                 continue  # already finished (its error, or its reply, went out)
             self._finish(request, None, error)
             if request.slot is not None:
-                self._forget(request.slot.seq_id)
-                request.slot.tokens.clear()
-
-    # --- KV cache operations the slot table asks for ----------------------------------------
-    def _forget(self, seq_id: int, keep: int = 0) -> bool:
-        """Drop a sequence's cells from position `keep` on; False when a partial cut is impossible."""
-        if keep and llama_cpp.llama_memory_seq_rm(self._mem, seq_id, keep, -1):
-            return True
-        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-        return keep == 0
-
-    def _copy_prefix(self, src: int, dst: int, n: int) -> None:
-        """Give `dst` the first `n` cells of `src`: shared cells in a unified cache; else a copy of the
-        whole sequence (llama.cpp copies only whole streams) cut back to `n`."""
-        if self.unified:
-            llama_cpp.llama_memory_seq_cp(self._mem, src, dst, 0, n)
-            return
-        llama_cpp.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
-        llama_cpp.llama_memory_seq_rm(self._mem, dst, n, -1)
+                self._kv.forget(request.slot.seq_id)
+                request.slot.cut(0)
 
 
 def make_sampler(params: GenerationParams, options: SubmitOptions, n_vocab: int) -> _internals.LlamaSampler:

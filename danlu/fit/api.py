@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from danlu import catalog
 from danlu.backends.base import LoadPlan
@@ -35,15 +36,19 @@ def local_weights(spec: ModelSpec, variant: Variant, settings: Settings | None =
 
 
 def fit_catalog(hw: Hardware | None = None, n_ctx: int | None = None, settings: Settings | None = None,
-                models: tuple[ModelSpec, ...] | None = None) -> list[FitResult]:
+                models: tuple[ModelSpec, ...] | None = None, llama_kwargs: dict | None = None) -> list[FitResult]:
     """Every model and variant of the catalog planned for `hw`, best first; models that think are planned with
-    room for their thinking on top of `n_ctx` (plan.context_for)."""
+    room for their thinking on top of `n_ctx` (plan.context_for). With `llama_kwargs` (a server's KV pool:
+    `ServerSettings.fit_inputs`) `n_ctx` is the pool's cells, planned as they are."""
     settings = settings or get_settings()
     hw = hw or detect()
     n_ctx = n_ctx or settings.n_ctx
-    results = [plan_with_thinking(spec, variant, hw, n_ctx, local_weights(spec, variant, settings))
-               for spec in (models if models is not None else catalog.all_models()) for variant in spec.variants]
-    return rank(results)
+    specs = [(spec, variant) for spec in (models if models is not None else catalog.all_models())
+             for variant in spec.variants]
+    if llama_kwargs is not None:
+        options = LlamaOptions.from_kwargs(llama_kwargs)
+        return rank([plan_model(spec, v, hw, n_ctx, local_weights(spec, v, settings), options) for spec, v in specs])
+    return rank([plan_with_thinking(spec, v, hw, n_ctx, local_weights(spec, v, settings)) for spec, v in specs])
 
 
 def check_fits(spec: ModelSpec, variant: Variant | None, hardware: Hardware | None = None, n_ctx: int | None = None,
@@ -123,15 +128,18 @@ class _Run:
     gpu_layers: int = 0
     n_threads: int = 2
     llama_kwargs: dict | None = None
+    served: Any = None  # a ServerSettings: measure its KV pool with the server's batched engine
 
 
 def measure(ref: str, n_ctx: int, variant: str | None = None, gpu_layers: int = 0, n_threads: int = 2,
             settings: Settings | None = None, hw: Hardware | None = None,
-            llama_kwargs: dict | None = None) -> MeasureReport:
+            llama_kwargs: dict | None = None, served: Any = None) -> MeasureReport:
     """Load a catalog model (or a local .gguf file / transformers directory), fill n_ctx tokens, compare.
-    `llama_kwargs` (e.g. {"swa_full": False}) go to llama_cpp.Llama and into the estimate alike."""
+    `llama_kwargs` (e.g. {"swa_full": False}) go to llama_cpp.Llama and into the estimate alike. With `served`
+    (a ServerSettings) a GGUF is loaded the way `danlu serve` loads it — its whole KV pool — and every decode
+    lane fills its context (`n_ctx` is then the context per request)."""
     settings, hw = settings or get_settings(), hw or detect()
-    run = _Run(n_ctx, gpu_layers, n_threads, llama_kwargs)
+    run = _Run(n_ctx, gpu_layers, n_threads, llama_kwargs, served)
     path = Path(ref).expanduser()
     if path.exists():
         return _measure_path(path, run, hw)
@@ -151,6 +159,8 @@ def _measure_path(path: Path, run: _Run, hw: Hardware, label: str | None = None)
     if path.is_dir():
         estimate = transformers_path_estimate(path, run.n_ctx, on_gpu=run.gpu_layers > 0)
         backend = "transformers"
+    elif run.served is not None:
+        return _measure_pool(path, run, hw, label)
     else:
         shape, weights, source = gguf_inputs(path, hw)
         options = LlamaOptions.from_kwargs(run.llama_kwargs or {})
@@ -159,3 +169,13 @@ def _measure_path(path: Path, run: _Run, hw: Hardware, label: str | None = None)
     measured = measure_in_subprocess(backend, path, run.n_ctx, n_threads=run.n_threads, gpu_layers=run.gpu_layers,
                                      llama_kwargs=run.llama_kwargs)
     return MeasureReport(label or str(path), run.n_ctx, estimate, measured)
+
+
+def _measure_pool(path: Path, run: _Run, hw: Hardware, label: str | None) -> MeasureReport:
+    """A served GGUF: fit's estimate for the server's pool against the batched engine filling it."""
+    cells, kwargs = run.served.fit_inputs()
+    shape, weights, source = gguf_inputs(path, hw)
+    estimate = llamacpp_estimate(shape, weights, cells, run.gpu_layers, LlamaOptions.from_kwargs(kwargs), source)
+    measured = measure_in_subprocess("llamacpp_pool", path, run.n_ctx, n_threads=run.n_threads,
+                                     gpu_layers=run.gpu_layers, llama_kwargs=run.served.kv_layout())
+    return MeasureReport(label or str(path), cells, estimate, measured)

@@ -105,7 +105,8 @@ class LlamaOptions:
             else kwargs.get(key) or default  # noqa: E731
         return cls(n_ubatch=int(kwargs.get("n_ubatch", 512)), type_k=pick("type_k", "f16"),
                    type_v=pick("type_v", "f16"), swa_full=bool(kwargs.get("swa_full", True)),
-                   flash_attn=bool(kwargs.get("flash_attn", False)), embedding=bool(kwargs.get("embedding", False)))
+                   flash_attn=bool(kwargs.get("flash_attn", False)), n_seq=int(kwargs.get("n_seq", 1)),
+                   embedding=bool(kwargs.get("embedding", False)))
 
 
 def pad(n: int, multiple: int = CELL_PAD) -> int:

@@ -9,7 +9,9 @@ a dense model's weights) and only the touched part of malloc'd buffers. On a GPU
 is read as well (NVML for llama.cpp, torch's allocator for transformers).
 
 The context is filled the way danlu's llama.cpp backend fills it: one `Llama.eval` over n_ctx
-tokens of real text, which llama-cpp-python splits into n_batch-sized decodes.
+tokens of real text, which llama-cpp-python splits into n_batch-sized decodes. A served model
+(`llamacpp_pool`) is loaded with the server's batched engine and KV pool, and every decode lane
+fills its context at once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,6 +100,32 @@ def _run_llamacpp(request: dict) -> Measurement:
     return _timed("llamacpp", request, work, on_gpu=request["gpu_layers"] > 0)
 
 
+def _run_llamacpp_pool(request: dict) -> Measurement:
+    """The server's batched engine with its KV pool (`llama_kwargs` is the layout): every decode lane reads a
+    prompt of n_ctx − 1 tokens at once, in full batches (the largest step the engine takes: a fast machine)."""
+    from danlu.backends import llamacpp_batched
+    from danlu.backends.base import GenerationParams, LoadPlan
+
+    llamacpp_batched.STEP_TARGET_S = 1e9  # no cut of a prefill step below N_BATCH tokens
+    layout = request["llama_kwargs"]
+
+    def work() -> tuple[Any, int]:
+        plan = LoadPlan(Path(request["path"]), n_ctx=request["n_ctx"], n_threads=request["n_threads"],
+                        gpu_layers=request["gpu_layers"], extra=layout)
+        engine = llamacpp_batched.load(None, None, plan)
+        tokens = _filler_tokens(engine.tokenize, request["n_ctx"] + layout["parallel"], engine.bos_token_id())
+        prompts = [tokens[:1] + tokens[1 + lane:request["n_ctx"] - 1 + lane] for lane in range(layout["parallel"])]
+        streams = [engine.generate(p, GenerationParams(max_tokens=1, temperature=0)) for p in prompts]
+        threads = [threading.Thread(target=list, args=(s,)) for s in streams]  # all lanes at once, as clients do
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return engine, sum(len(p) for p in prompts)
+
+    return _timed("llamacpp_pool", request, work, on_gpu=request["gpu_layers"] > 0)
+
+
 def _filler_tokens(tokenize, n_ctx: int, bos: int | None) -> list[int]:
     """Exactly n_ctx tokens of ordinary text, starting with BOS where the model has one."""
     piece = tokenize(FILLER)
@@ -136,7 +165,7 @@ def _timed(backend: str, request: dict, work, on_gpu: bool) -> Measurement:
     return Measurement(backend, request["n_ctx"], tokens, host, gpu, round(time.perf_counter() - start, 2), detail)
 
 
-RUNNERS = {"llamacpp": _run_llamacpp, "transformers": _run_transformers}
+RUNNERS = {"llamacpp": _run_llamacpp, "llamacpp_pool": _run_llamacpp_pool, "transformers": _run_transformers}
 
 
 def main(argv: list[str]) -> None:

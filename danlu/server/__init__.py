@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from danlu.config import Settings, get_settings
 
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
+
 
 class ServerSettings(BaseModel):
     """Everything `danlu serve` is started with; the CLI flags fill this, tests build it directly."""
@@ -36,7 +38,10 @@ class ServerSettings(BaseModel):
     n_ctx: int | None = Field(None, description="context per request; default: the danlu setting (4096)")
     parallel: int = Field(4, ge=1, description="requests decoded together per model")
     max_queue: int = Field(64, ge=0, description="requests waiting per model beyond `parallel`; then 429")
-    cache_slots: int | None = Field(None, description="llama.cpp sequences kept as prefix cache; default 2 × parallel")
+    cache_slots: int | None = Field(None, description=(
+        "llama.cpp sequences kept as prefix cache (they share the KV pool's cells); default 2 × parallel"))
+    kv_cells: int | None = Field(None, description=(
+        "KV cells all sequences of a llama.cpp model share (one unified pool); default parallel × context"))
     sampling_defaults: dict[str, float] = Field(default_factory=dict, description=(
         "server-wide sampling defaults (temperature, top_p, max_tokens, …) between the user's and the model's"))
     memory_budget_bytes: int | None = Field(None, description="RAM/VRAM the loaded models may use; default: fit's")
@@ -49,6 +54,29 @@ class ServerSettings(BaseModel):
     @property
     def context(self) -> int:
         return self.n_ctx or self.base.n_ctx
+
+    @property
+    def slots(self) -> int:
+        """Sequences a llama.cpp model keeps: the decode lanes plus as many cached conversations (llama.cpp's
+        limit is 256)."""
+        return min(max(self.cache_slots or 2 * self.parallel, self.parallel), MAX_SEQUENCES)
+
+    @property
+    def pool_cells(self) -> int:
+        """Cells of the unified KV pool, padded to 256 as llama.cpp does; never less than one context."""
+        cells = max(self.kv_cells or self.context * self.parallel, self.context)
+        return -(-cells // 256) * 256
+
+    def fit_inputs(self) -> tuple[int, dict]:
+        """What fit predicts a served llama.cpp model at: the pool's cells and the llama.cpp options."""
+        layout = self.kv_layout()
+        return layout["kv_cells"], {"swa_full": layout["swa_full"], "flash_attn": layout["flash_attn"],
+                                    "n_seq": layout["slots"]}
+
+    def kv_layout(self) -> dict:
+        """How the batched llama.cpp engine lays out its KV cache (LoadPlan.extra); fit predicts from the same."""
+        return {"parallel": self.parallel, "slots": self.slots, "kv_cells": self.pool_cells, "kv_unified": True,
+                "flash_attn": True, "swa_full": False}
 
     def thinking_default(self, key: str) -> bool | None:
         """`--thinking MODEL=on|off` for this model (by id or id:variant), else `--thinking on|off`, else None."""

@@ -60,6 +60,9 @@ def serve_command(
                                            help="允许加载自带代码的模型 / let API calls load models that run their own code"),
     ctx: Optional[int] = typer.Option(None, "--ctx", help="每个请求的上下文长度 / context per request"),
     parallel: int = typer.Option(4, "--parallel", help="每个模型同时解码的请求数 / requests decoded together per model"),
+    kv_cells: Optional[int] = typer.Option(None, "--kv-cells", help=(
+        "llama.cpp 模型共享 KV 池的 cell 数（默认 parallel × ctx）/ cells of a llama.cpp model's shared KV pool "
+        "(default parallel × ctx)")),
     max_queue: int = typer.Option(64, "--max-queue", help="每个模型的排队上限，超出返回 429 / queue per model, then 429"),
     thinking: Optional[List[str]] = typer.Option(None, "--thinking", help=(
         "混合思考模型默认开或关：on|off，或 MODEL=on|off（可重复）/ default thinking of hybrid models: on|off, or "
@@ -80,6 +83,7 @@ def serve_command(
     settings = ServerSettings(host=host, port=port, models=list(model or []), api_key=api_key, max_loaded=max_loaded,
                               keep_alive_s=parse_duration(keep_alive), insecure=insecure,
                               trust_remote_code=trust_remote_code, n_ctx=ctx, parallel=parallel, max_queue=max_queue,
+                              kv_cells=kv_cells,
                               thinking=parse_thinking(thinking or []), cors_origins=list(cors_origin or []))
     app = create_app(settings)
     console.print(t(f"丹炉服务：http://{host}:{port}/v1（OpenAI）与 http://{host}:{port}（Ollama）（Ctrl-C 停止）",

@@ -265,7 +265,7 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
     if resolved.backend == "llamacpp":
         from danlu.backends import llamacpp_batched
 
-        extra.update(parallel=settings.parallel, slots=cache_slots(settings))
+        extra.update(settings.kv_layout(), decode_threads=settings.base.threads_decode)
         plan = loader.make_plan(resolved, settings.base, settings.context, **extra)
         engine = runner = llamacpp_batched.load(spec, resolved.variant, plan)
     else:
@@ -279,27 +279,21 @@ def load_served(key: str, resolved: Resolved, settings: ServerSettings, size: in
                        spec.default_system if spec else None, size, gpu_layers=plan.gpu_layers)
 
 
-def cache_slots(settings: ServerSettings) -> int:
-    """Sequences a llama.cpp model keeps (each n_ctx cells): the decode lanes plus as many cached conversations."""
-    return max(settings.cache_slots or 2 * settings.parallel, settings.parallel)
-
-
 def predicted_bytes(resolved: Resolved, settings: ServerSettings) -> int:
-    """Fit's prediction for the model at this server's KV size; file size × 1.2 when fit cannot say."""
+    """Fit's prediction for the model with this server's KV pool; file size × 1.2 when fit cannot say."""
     if resolved.backend == "remote":
         return 0
     if resolved.adapters:  # an fp32 transformers folder: about its size on disk, plus activations
         return int(_size_on_disk(resolved) * 1.2)
-    cells = settings.context * cache_slots(settings) if resolved.backend == "llamacpp" else settings.context
-    kwargs = {"swa_full": True}
+    cells, llama_kwargs = settings.fit_inputs() if resolved.backend == "llamacpp" else (settings.context, {"swa_full": True})
     if resolved.backend == "llamacpp_embed":  # one micro-batch holds a whole batch of texts
-        kwargs.update(n_ubatch=settings.context, embedding=True)
+        llama_kwargs.update(n_ubatch=settings.context, embedding=True)
     if resolved.spec is not None:
         try:
             from danlu.fit import check_fits
 
             result = check_fits(resolved.spec, resolved.variant, n_ctx=cells, force=True, path=resolved.path,
-                                llama_kwargs=kwargs, settings=settings.base)
+                                llama_kwargs=llama_kwargs, settings=settings.base)
             if result.predicted_bytes > 0:
                 return result.predicted_bytes
         except (DanluError, ImportError, OSError, ValueError) as exc:
