@@ -93,3 +93,18 @@ def test_compare_gemma_with_itself_at_two_settings(home_with_models, tmp_path):
         assert run.weights_mb > 200 and run.memory_mb > 0 and all(t.latency_s > 0 for t in run.turns)
     html_path, md_path = write_reports(runs, script, tmp_path / "gemma.html")
     assert "中国的首都是哪座城市？" in html_path.read_text(encoding="utf-8") and md_path.exists()
+
+
+@pytest.mark.weights
+def test_compare_runs_the_three_real_models_side_by_side(home_with_models, qwen05_path, tmp_path):
+    """Issue 20: with qwen2.5-coder-0.5b-instruct pulled, compare (and the arena) have three real models."""
+    models = ["gemma-3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
+    script = [Turn("常识", "中国的首都是哪座城市？只回答城市名。")]
+    runs = run_compare(models, script, CompareSettings(max_tokens=12, temperature=0.0, n_ctx=512))
+    assert [r.label for r in runs] == models
+    for run in runs:
+        assert run.error is None and len(run.turns) == 1 and run.turns[0].reply.strip()
+    assert "北京" in runs[1].turns[0].reply + runs[2].turns[0].reply  # the two chat models know it
+    html_path, _ = write_reports(runs, script, tmp_path / "three.html")
+    page = html_path.read_text(encoding="utf-8")
+    assert all(model in page for model in models)
