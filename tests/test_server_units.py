@@ -117,8 +117,9 @@ class FakeKV:
         self.ops.append(("rm", seq, keep))
         return True
 
-    def copy(self, src: int, dst: int, n: int) -> None:
+    def copy(self, src: int, dst: int, n: int) -> bool:
         self.ops.append(("cp", src, dst, n))
+        return True
 
 
 def table(n_slots=4, cells=1000) -> tuple[SlotTable, FakeKV]:
@@ -127,7 +128,9 @@ def table(n_slots=4, cells=1000) -> tuple[SlotTable, FakeKV]:
 
 
 def finish(slot, tokens):
-    slot.tokens = list(tokens)
+    """The request in `slot` ended holding `tokens`, decoded into the slot's own cells as the engine does."""
+    slot.cut(0)
+    slot.append(list(tokens))
     slot.request = None
     slot.touch()
 
@@ -150,7 +153,7 @@ def test_whole_prompt_cached_still_decodes_the_last_token():
     assert again is a and cached == 2 and kv.ops[-1] == ("rm", a.seq_id, 2)
 
 
-def test_a_shared_prefix_is_copied_so_the_longer_cache_survives():
+def test_a_shared_prefix_is_shared_so_the_longer_cache_survives():
     slots, kv = table()
     a, _ = slots.place(list(range(100)), 200, 0)
     finish(a, list(range(100)))
