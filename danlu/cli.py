@@ -122,8 +122,9 @@ QuantOpt = typer.Option(None, "--quantize", help="8bit | 4bit (bitsandbytes, CUD
 DtypeOpt = typer.Option(None, "--dtype", help="fp32 | fp16 | bf16")
 StrategyOpt = typer.Option(None, "--rwkv-strategy", help="e.g. 'cuda fp16i8 *20+ -> cpu fp32'")
 ForceOpt = typer.Option(False, "--force", help="放不下也加载（可能内存不足）/ load even when fit says it will not fit")
-DraftOpt = typer.Option("auto", "--draft", help="推测解码的草稿：模型 id、ngram（提示查找）或 none；默认用目录里的草稿模型（若已下载）/ "
-                        "speculative decoding draft: a model id, ngram (prompt lookup) or none; default: the catalog's draft model, if pulled")
+DraftOpt = typer.Option("auto", "--draft", help="推测解码的草稿：模型 id、ngram（提示查找）或 none；默认：GPU 上用目录里的草稿模型（若已下载），CPU 上用 "
+                        "ngram / speculative decoding draft: a model id, ngram (prompt lookup) or none; default: the catalog's draft "
+                        "model on a GPU (if pulled), ngram on a CPU")
 
 
 def _load_extra(lora, base, trust_remote_code, quantize, dtype, rwkv_strategy, force) -> dict:

@@ -1,7 +1,9 @@
 """Choosing and loading the drafter of speculative decoding: `--draft MODEL | ngram | none | auto`.
 
 `auto` (what `danlu chat` and `danlu run` pass by default) takes the catalog's `draft` for the model when
-it has been pulled, and nothing otherwise; a model named with `--draft` must be there (or it says how to
+it has been pulled and the target runs on a GPU; on a CPU such a model gets prompt lookup instead: there a
+Q4 batch of k+1 positions costs nearly k+1 steps, so a draft model rarely pays (measured: README,
+"Speculative decoding"), while prompt lookup needs no memory. A model without a catalog draft gets nothing; a model named with `--draft` must be there (or it says how to
 pull it). The draft is resolved and loaded through the loader's own steps (catalog, store, fit, backend),
 planned by fit in the memory the target leaves, and refused when its vocabulary differs from the
 target's: speculative decoding compares the two models' probabilities token id by token id.
@@ -26,8 +28,9 @@ class DraftChoice:
     reason: str = ""
 
 
-def attach_draft(loaded, choice: str | None, settings: Settings, force: bool = False) -> DraftChoice:
-    """Give `loaded.engine` a Speculator for `choice`; an explicit choice that cannot be honoured is an error."""
+def attach_draft(loaded, choice: str | None, settings: Settings, force: bool = False, on_gpu: bool = False) -> DraftChoice:
+    """Give `loaded.engine` a Speculator for `choice`; an explicit choice that cannot be honoured is an error.
+    `on_gpu`: the target has layers on a GPU (decides what `auto` picks)."""
     choice = (choice or NONE).strip()
     if choice.lower() == NONE:
         return DraftChoice(None, "off")
@@ -41,6 +44,8 @@ def attach_draft(loaded, choice: str | None, settings: Settings, force: bool = F
     ref = _draft_ref(loaded, choice, settings)
     if ref is None:
         return DraftChoice(None, "no draft model for this model")
+    if choice.lower() == AUTO and not on_gpu:
+        return _attach(loaded.engine, _ngram())
     return _attach(loaded.engine, load_model_drafter(loaded, ref, settings, force))
 
 

@@ -197,7 +197,7 @@ def load(ref: str, *, variant: str | None = None, n_ctx: int | None = None, sett
         from danlu.drafting import attach_draft
 
         try:
-            attach_draft(loaded, draft, settings, force)
+            attach_draft(loaded, draft, settings, force, on_gpu=plan.gpu_layers > 0)
         except BaseException:
             engine.close()
             raise

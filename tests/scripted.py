@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from danlu.backends.base import Capabilities, Chunk, GenerationParams, Timings
+from danlu.backends.remote import CONTROL, CharTokens
 from danlu.config import Settings
 from danlu.formats import from_template
 from danlu.loader import Resolved
@@ -23,11 +24,10 @@ from danlu.server.app import background_server, create_app
 from danlu.server.runners import ThreadRunner
 from danlu.server.scheduler import ServedModel
 
-CONTROL = 0x110000
 TEMPLATES = Path(__file__).parent / "reference_templates"
 
 
-class ScriptedEngine:
+class ScriptedEngine(CharTokens):
     """Replies with the next script (a list of text pieces); `prompts` holds each request's prompt text."""
 
     spec = None
@@ -46,21 +46,6 @@ class ScriptedEngine:
         spans = [(i + j, len(c)) for i in starts for c in self.control_tokens() for j in range(len(text))
                  if text.startswith(c, j)]
         return bool(starts) and bool(spans) and all(t < CONTROL for at, n in spans for t in ids[at:at + n])
-
-    def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
-        return [ord(c) + (CONTROL if special else 0) for c in text]
-
-    def detokenize(self, ids: Sequence[int]) -> bytes:
-        return "".join(chr(i % CONTROL) for i in ids).encode("utf-8")
-
-    def token_to_piece(self, token_id: int) -> bytes:
-        return chr(token_id % CONTROL).encode("utf-8")
-
-    def eos_token_ids(self) -> set[int]:
-        return set()
-
-    def bos_token_id(self) -> int | None:
-        return None
 
     def chat_template(self) -> str:
         return self.template

@@ -120,14 +120,26 @@ def test_a_chat_reuses_the_kv_prefix_and_replies_as_plain_decoding(qwen, with_dr
 
 def test_cli_run_json_reports_the_draft_and_its_acceptance(home_with_models, qwen_path, qwen05_path):
     out = danlu("run", "qwen2.5-coder-1.5b-instruct", "写一个 Python 函数，返回列表里最大的数", "--json",
-                "--temperature", "0", "--max-tokens", "24")
+                "--temperature", "0", "--max-tokens", "24", "--draft", "qwen2.5-coder-0.5b-instruct")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["draft"] == "qwen2.5-coder-0.5b-instruct:q4_k_m"  # the catalog's draft, pulled
+    assert result["draft"] == "qwen2.5-coder-0.5b-instruct:q4_k_m"
     assert result["drafted_tokens"] >= result["accepted_tokens"] > 0 and 0 < result["acceptance_rate"] <= 1
     plain = json.loads(danlu("run", "qwen2.5-coder-1.5b-instruct", "写一个 Python 函数，返回列表里最大的数", "--json",
                              "--temperature", "0", "--max-tokens", "24", "--draft", "none").stdout)
     assert "draft" not in plain and plain["text"] == result["text"]
+
+
+def test_on_a_cpu_auto_drafts_by_prompt_lookup_not_with_the_catalog_draft(home_with_models, qwen_path, qwen05_path):
+    """The catalog's draft model does not pay on a CPU (README, speculative decoding): `auto` takes prompt lookup."""
+    from danlu.hardware import detect
+
+    if detect().gpu is not None:
+        pytest.skip("a GPU is present: there `auto` takes the catalog's draft model")
+    out = danlu("run", "qwen2.5-coder-1.5b-instruct", "把 `def calc(x): return x + 1` 里的 calc 改名为 add_one，输出代码",
+                "--json", "--temperature", "0", "--max-tokens", "24")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["draft"] == "ngram"
 
 
 def test_cli_refuses_a_draft_with_another_vocabulary(home_with_models, qwen_path, gemma_path):

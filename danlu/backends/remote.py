@@ -57,20 +57,10 @@ def load(spec: ModelSpec | None, variant: Variant | None, plan: LoadPlan) -> "Re
     return RemoteEngine(remotes.read(plan.path))
 
 
-class RemoteEngine:
-    """One remote model; thread-safe (the server runs several requests at once through it)."""
+class CharTokens:
+    """Approximate tokens for an engine without a tokenizer of its own: one id per code point, text tokenized with
+    special tokens on offset by CONTROL (so the chat markup a format renders can be told from the user's text)."""
 
-    spec = None
-
-    def __init__(self, remote: remotes.Remote):
-        from openai import OpenAI
-
-        self.remote, self.n_ctx = remote, remote.n_ctx
-        self.capabilities = RemoteCapabilities(chat_template=True)
-        self._client = OpenAI(base_url=remote.base_url, api_key=remote.api_key or "not-needed",
-                              timeout=TIMEOUT_S, max_retries=0)
-
-    # --- approximate tokens -----------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False, add_bos: bool = False) -> list[int]:
         offset = CONTROL if special else 0
         return [ord(c) + offset for c in text]
@@ -86,6 +76,20 @@ class RemoteEngine:
 
     def bos_token_id(self) -> int | None:
         return None
+
+
+class RemoteEngine(CharTokens):
+    """One remote model; thread-safe (the server runs several requests at once through it)."""
+
+    spec = None
+
+    def __init__(self, remote: remotes.Remote):
+        from openai import OpenAI
+
+        self.remote, self.n_ctx = remote, remote.n_ctx
+        self.capabilities = RemoteCapabilities(chat_template=True)
+        self._client = OpenAI(base_url=remote.base_url, api_key=remote.api_key or "not-needed",
+                              timeout=TIMEOUT_S, max_retries=0)
 
     def chat_template(self) -> str:
         return TEMPLATE
