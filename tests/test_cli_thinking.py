@@ -12,8 +12,8 @@ from rich.console import Console
 from danlu.backends.base import GenerationParams
 from danlu.formats import from_template
 from danlu.loader import Loaded, Resolved
-from danlu.oneshot import run_once
-from danlu.repl import ChatREPL
+from danlu.cli.oneshot import run_once
+from danlu.cli.repl import ChatREPL
 from danlu.sessions import SessionStore
 from scripted import ScriptedEngine, template
 

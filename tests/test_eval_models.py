@@ -84,7 +84,7 @@ def test_every_protocol_runs_on_a_tiny_model_through_the_real_loader(tiny_path, 
 
 # --- gemma-3-270m -----------------------------------------------------------------------------------------
 def eval_app() -> typer.Typer:
-    """`danlu eval` as danlu/cli.py registers it."""
+    """`danlu eval` as danlu/cli/commands.py registers it."""
     from danlu.cli import friendly
     from danlu.evaluate.cli import eval_command
 

@@ -239,7 +239,7 @@ def test_the_thinking_switch_and_budget_belong_to_gen(tmp_path):
 
 # --- the tiny random Qwen3 -------------------------------------------------------------------------------------
 def eval_app() -> typer.Typer:
-    """`danlu eval` as danlu/cli.py registers it."""
+    """`danlu eval` as danlu/cli/commands.py registers it."""
     from danlu.cli import friendly
     from danlu.evaluate.cli import eval_command
 

@@ -18,7 +18,7 @@ from danlu.fit import VERDICTS, DoesNotFit, LlamaOptions, check_fits, context_fo
 from danlu.fit import estimate as est
 from danlu.fit.plan import rwkv_strategy_estimate, rwkv_version
 from danlu.fit.shape import Shape, repack_types, shape_from_spec
-from danlu.fit_cli import fit_command
+from danlu.fit.cli import fit_command
 from danlu.hardware import GiB, Hardware, with_budget
 
 MiB = 1024**2

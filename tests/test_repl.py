@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from danlu.loader import load
-from danlu.repl import ChatREPL
+from danlu.cli.repl import ChatREPL
 from danlu.sessions import SessionStore
 
 pytestmark = pytest.mark.weights

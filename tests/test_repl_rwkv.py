@@ -7,7 +7,7 @@ from rich.console import Console
 
 import tiny_models as tm
 from danlu.loader import load
-from danlu.repl import ChatREPL
+from danlu.cli.repl import ChatREPL
 from danlu.sessions import SessionStore
 
 

@@ -73,7 +73,7 @@ def test_adapters_table_prints_names_and_bases_as_written(danlu_home):
 def test_run_streams_model_output_with_escapes_shown_and_chinese_and_newlines_kept(capsys):
     from rich.console import Console
 
-    from danlu.reply_view import ReplyView
+    from danlu.cli.reply_view import ReplyView
 
     view = ReplyView(Console(stderr=True), reasoning=None)
     for piece in ["你好", "\x1b[2J", "\x1b]8;;https://evil.example\x07点我", "\n第二行"]:

@@ -1,5 +1,5 @@
 """`danlu leaderboard [--json]`: arena ratings (Bradley–Terry with 95% intervals, rank, votes, online Elo) and
-C-Eval/CMMLU scores; danlu/cli.py registers the typer function. Printing only: the numbers come from
+C-Eval/CMMLU scores; danlu/cli/commands.py registers the typer function. Printing only: the numbers come from
 danlu.arena.leaderboard.
 """
 

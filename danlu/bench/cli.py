@@ -1,4 +1,4 @@
-"""`danlu bench [MODEL]`: the typer command danlu/cli.py registers; the measuring is in run.py."""
+"""`danlu bench [MODEL]`: the typer command danlu/cli/commands.py registers; the measuring is in run.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typer functions for `danlu eval` and `danlu compare`; danlu/cli.py registers them. Printing only: the
+"""Typer functions for `danlu eval` and `danlu compare`; danlu/cli/commands.py registers them. Printing only: the
 work is in danlu.evaluate and danlu.compare."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def eval_command(
                                           "thinking budget in tokens (default: the catalog's), plus 64 for the answer"),
 ) -> None:
     """C-Eval / CMMLU 评测（中断后重跑同一命令会接着跑）/ evaluate on C-Eval or CMMLU (a killed run resumes)."""
-    from danlu import views
+    from danlu.cli import views
     from danlu.evaluate import EvalConfig, run_evaluation, run_thinking_modes
 
     if split == "val" and suite == "cmmlu":

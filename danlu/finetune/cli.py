@@ -1,6 +1,6 @@
-"""The typer functions behind `danlu finetune`, `danlu adapters` and `danlu export` (wired in danlu/cli.py).
+"""The typer functions behind `danlu finetune`, `danlu adapters` and `danlu export` (wired in danlu/cli/commands.py).
 
-Thin, like danlu/cli.py: parse, call train/adapters/export, print. Results go to stdout (a table, or JSON
+Thin, like danlu/cli/commands.py: parse, call train/adapters/export, print. Results go to stdout (a table, or JSON
 with --json); progress and notes go to stderr.
 """
 
@@ -80,7 +80,7 @@ def _summary(result, base: str, name: str) -> str:
 def adapters_command(as_json: bool = typer.Option(False, "--json", help="以 JSON 输出 / print JSON")) -> None:
     """已有的 LoRA 适配器 / LoRA adapters in $DANLU_HOME/adapters."""
     from danlu.finetune.adapters import list_adapters
-    from danlu.views import human_bytes
+    from danlu.cli.views import human_bytes
 
     adapters = list_adapters(get_settings())
     if as_json:
@@ -121,7 +121,7 @@ def export_command(
     if as_json:
         print(json.dumps({**result.__dict__, "path": str(result.path)}, ensure_ascii=False, indent=2))
         return
-    from danlu.views import human_bytes
+    from danlu.cli.views import human_bytes
 
     console.print(t(f"已导出 {result.path}（{result.quant}，{human_bytes(result.size_bytes)}）",
                     f"Exported {result.path} ({result.quant}, {human_bytes(result.size_bytes)})"), highlight=False)

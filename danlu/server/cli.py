@@ -1,4 +1,4 @@
-"""`danlu serve` and `danlu remote add|list|rm`: typer command functions that danlu/cli.py registers.
+"""`danlu serve` and `danlu remote add|list|rm`: typer command functions that danlu/cli/commands.py registers.
 
 They raise DanluError for the CLI's `friendly` wrapper to print; no logic beyond turning flags into
 ServerSettings / remotes calls.

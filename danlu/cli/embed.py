@@ -18,7 +18,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from danlu import views
+from danlu.cli import views
 from danlu.backends.base import EmbeddingResult
 from danlu.errors import DanluError
 from danlu.i18n import t

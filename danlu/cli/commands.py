@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from danlu import catalog, i18n, views
+from danlu import catalog, i18n
+from danlu.cli import views
 from danlu.config import get_settings
 from danlu.errors import DanluError
 from danlu.i18n import t
@@ -146,7 +147,7 @@ def chat_cmd(model: Optional[str] = typer.Argument(None, help="目录 id 或路�
              rwkv_strategy: Optional[str] = StrategyOpt, force: bool = ForceOpt,
              think: Optional[bool] = ThinkOpt, draft: str = DraftOpt) -> None:
     """交互式对话 / interactive chat (default: qwen2.5-coder-1.5b-instruct)."""
-    from danlu.repl import ChatREPL
+    from danlu.cli.repl import ChatREPL
     from danlu.sessions import SessionStore
 
     settings = get_settings()
@@ -185,8 +186,8 @@ def run_cmd(model: str, prompt: Optional[str] = typer.Argument(None), as_json: b
             schema: Optional[str] = typer.Option(None, "--schema", help="输出必须符合这个 JSON schema 文件 / the answer "
                                                  "matches this JSON schema file")) -> None:
     """回答一次后退出（无提示时读 stdin）/ one reply, then exit (reads stdin without a prompt)."""
-    from danlu.oneshot import check_output, output_constraint, run_once
-    from danlu.reply_view import ReplyView
+    from danlu.cli.oneshot import check_output, output_constraint, run_once
+    from danlu.cli.reply_view import ReplyView
 
     catalog.require_chat(model)
     text = prompt if prompt is not None else sys.stdin.read()
@@ -224,11 +225,11 @@ def sessions_cmd() -> None:
 def _register_feature_commands() -> None:
     """Commands whose argument parsing lives beside their feature (each module is a typer function)."""
     from danlu.arena.cli import leaderboard_command
-    from danlu.embed_cli import embed_command
+    from danlu.cli.embed import embed_command
     from danlu.bench.cli import bench_command
     from danlu.evaluate.cli import compare_command, eval_command
     from danlu.finetune.cli import adapters_command, export_command, finetune_command
-    from danlu.fit_cli import fit_command
+    from danlu.fit.cli import fit_command
 
     from danlu.server.cli import remote_add_command, remote_list_command, remote_rm_command, serve_command
 
@@ -250,6 +251,3 @@ def _register_feature_commands() -> None:
 
 
 _register_feature_commands()
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -20,7 +20,7 @@ from danlu.errors import DanluError
 from danlu.i18n import t
 from danlu.loader import Loaded
 from danlu.sessions import SessionStore
-from danlu.reply_view import ReplyView
+from danlu.cli.reply_view import ReplyView
 from danlu.terminal import one_line, plain
 
 SETTABLE = {"temperature": float, "top_p": float, "top_k": int, "repetition_penalty": float,
