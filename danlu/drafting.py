@@ -1,10 +1,10 @@
 """Choosing and loading the drafter of speculative decoding: `--draft MODEL | ngram | none | auto`.
 
 `auto` (what `danlu chat` and `danlu run` pass by default) takes the catalog's `draft` for the model when
-it has been pulled and the target runs on a GPU; on a CPU such a model gets prompt lookup instead: there a
-Q4 batch of k+1 positions costs nearly k+1 steps, so a draft model rarely pays (measured: README,
-"Speculative decoding"), while prompt lookup needs no memory. A model without a catalog draft gets nothing; a model named with `--draft` must be there (or it says how to
-pull it). The draft is resolved and loaded through the loader's own steps (catalog, store, fit, backend),
+it has been pulled and the target runs on a GPU; on a CPU a model with a catalog draft gets prompt lookup
+instead: there a Q4 batch of k+1 positions costs nearly k+1 steps, so a draft model rarely pays (measured:
+README, "Speculative decoding"), while prompt lookup needs no memory. A model without a catalog draft gets
+nothing. A model named with `--draft` must be there (or it says how to pull it). The draft is resolved and loaded through the loader's own steps (catalog, store, fit, backend),
 planned by fit in the memory the target leaves, and refused when its vocabulary differs from the
 target's: speculative decoding compares the two models' probabilities token id by token id.
 Only the single-stream llama.cpp engine speculates (backends/speculative.py).
@@ -41,11 +41,12 @@ def attach_draft(loaded, choice: str | None, settings: Settings, force: bool = F
                          "(GGUF) model: drop --draft")
     if choice.lower() == NGRAM:
         return _attach(loaded.engine, _ngram())
+    spec = loaded.resolved.spec
+    if choice.lower() == AUTO and not on_gpu and spec is not None and spec.draft:
+        return _attach(loaded.engine, _ngram())
     ref = _draft_ref(loaded, choice, settings)
     if ref is None:
         return DraftChoice(None, "no draft model for this model")
-    if choice.lower() == AUTO and not on_gpu:
-        return _attach(loaded.engine, _ngram())
     return _attach(loaded.engine, load_model_drafter(loaded, ref, settings, force))
 
 

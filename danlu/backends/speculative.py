@@ -30,6 +30,7 @@ from .base import Chunk, GenerationParams, Timings
 from .draft_length import DraftLength
 from .drafters import Draft, Drafter, NgramDrafter
 
+
 def length_for(drafter) -> DraftLength:
     """Prompt lookup drafts for free and copies long runs, so it may go further than a draft model."""
     if isinstance(drafter, NgramDrafter):
