@@ -30,11 +30,9 @@ import llama_cpp
 import numpy as np
 
 from bench import _machine
-from bench.json_speed import SCHEMA, SampleTimer, chat_ids
+from bench.json_speed import SCHEMA, SampleTimer, chat_ids, one_stream_engine
 from danlu.backends.base import GenerationParams, complete
 from danlu.backends.llamacpp_grammar import Candidates
-from danlu.config import get_settings
-from danlu.loader import make_plan, resolve
 from danlu.outputs import grammar, guide
 
 OBJ = {"type": "object"}
@@ -241,12 +239,7 @@ def constrained_run(engine, ids: list[int], lib: Library):
 
 
 def bench_model(model: str, args) -> dict:
-    from danlu.backends import llamacpp_batched
-
-    settings = get_settings().model_copy(update={"threads": args.threads})
-    resolved = resolve(model, settings=settings)
-    engine = llamacpp_batched.load(resolved.spec, resolved.variant, make_plan(resolved, settings, 2048, parallel=1,
-                                                                             slots=2))
+    engine = one_stream_engine(model, args.threads)
     try:
         libs = libraries(engine)
         table = {lib.name: coverage(lib) for lib in libs}

@@ -105,13 +105,17 @@ def one_run(engine, ids: list[int], constrained: bool, free_tokens: int) -> dict
             "sample_ms_per_token": timer.ms_per_token}
 
 
-def bench_model(model: str, args) -> dict:
+def one_stream_engine(model: str, threads: int):
+    """The server's batched llama.cpp engine for `model`, one stream of 2,048 tokens (what these benches drive)."""
     from danlu.backends import llamacpp_batched
 
-    settings = get_settings().model_copy(update={"threads": args.threads})
+    settings = get_settings().model_copy(update={"threads": threads})
     resolved = resolve(model, settings=settings)
-    engine = llamacpp_batched.load(resolved.spec, resolved.variant, make_plan(resolved, settings, 2048, parallel=1,
-                                                                             slots=2))
+    return llamacpp_batched.load(resolved.spec, resolved.variant, make_plan(resolved, settings, 2048, parallel=1, slots=2))
+
+
+def bench_model(model: str, args) -> dict:
+    engine = one_stream_engine(model, args.threads)
     try:
         ids = chat_ids(engine, model)
         # warm-up: builds the grammar tokenizer, touches the weights, and sets how long the free answers run
