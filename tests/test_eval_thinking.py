@@ -8,7 +8,6 @@ advance; the tiny random Qwen3 (tests/tiny_modern.py) runs `danlu eval --thinkin
 
 from __future__ import annotations
 
-import csv
 import json
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ from danlu.evaluate.report import leaderboard
 from danlu.evaluate.thinking import ANSWER_ALLOWANCE, check_switch, gen_max_tokens, splitter_factory
 from danlu.formats import from_template, get_format, to_text
 from danlu.loader import with_catalog_facts
+from test_eval_run import ANSWERS  # the sample's answer key, read once
 
 SAMPLE = Path(str(resources.files("danlu") / "data" / "ceval_sample"))
 TEMPLATES = Path(__file__).parent / "reference_templates"
@@ -85,17 +85,6 @@ def catalog_loaded(model_id: str) -> SimpleNamespace:
     spec = catalog.get(model_id)
     return SimpleNamespace(engine=None, resolved=SimpleNamespace(spec=spec),
                            fmt=with_catalog_facts(get_format(spec.prompt_format), spec))
-
-
-def _answer_key() -> dict[str, str]:
-    key = {}
-    for path in (SAMPLE / "val").glob("*.csv"):
-        with open(path, encoding="utf-8") as fh:
-            key.update({row["question"]: row["answer"] for row in csv.DictReader(fh)})
-    return key
-
-
-ANSWERS = _answer_key()
 
 
 def right_answer(prompt: str) -> str:
